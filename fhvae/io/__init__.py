@@ -1,0 +1,1 @@
+"""Kaldi data dirs, feats.scp random access, atomic ark/scp writers."""

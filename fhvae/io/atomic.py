@@ -1,0 +1,37 @@
+"""Atomic outputs: write to a temp file in the same directory, then rename.
+
+A crash never leaves a half-written file under the final name. For ark/scp pairs the
+ark is renamed first and the scp last, so an scp never points at data that is not there.
+"""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """Open a temp file next to ``path``; on clean exit fsync and rename it to ``path``.
+
+    On an exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
