@@ -1,0 +1,200 @@
+"""Training configuration: typed sections read from YAML, overridable by ``--section.key value``.
+
+The fully resolved config is written into the exp dir (``exp/<tag>/config.yaml``); export,
+scoring and resume read it from there. Unknown keys, wrong types and impossible values are
+ConfigErrors naming the key (with a did-you-mean).
+"""
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from fhvae.errors import ConfigError
+from fhvae.io.atomic import atomic_write_text
+from fhvae.models.fhvae import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Segments cut from normalized features. Units: frames."""
+    seg_len: int = 20           # frames per segment (the paper: 20)
+    seg_shift: int = 8          # training: N_i = floor((L_i - seg_len) / seg_shift) + 1 random-start segments
+    dev_seg_shift: int = 20     # dev/export s-vectors: non-overlapping segments
+    max_bad_utts: float = 0.05  # fraction of broken utterances (NaN/inf, unreadable) tolerated before stopping
+
+
+@dataclass
+class TrainConfig:
+    """Optimization and sampling (Algorithm 1 of the paper; flat = the 2017 algorithm)."""
+    sampling: str = "hierarchical"   # hierarchical | flat
+    seq_batch_size: int = 2000       # K: sequences per block (hierarchical); ignored for flat
+    block_passes: int = 1            # shuffled passes over a block's segments before sampling the next block
+    batch_size: int = 256            # segments per optimization step
+    alpha: float = 10.0              # weight of the discriminative term
+    lr: float = 1e-3
+    beta1: float = 0.95
+    beta2: float = 0.999
+    epoch_steps: int = 1000          # steps between dev evaluations / checkpoints ("epoch")
+    max_epochs: int = 100
+    patience: int = 10               # epochs without dev-bound improvement before stopping
+    seed: int = 1
+    device: str = "cpu"              # cpu | cuda
+    amp: bool = False                # bf16 autocast (cuda only)
+    num_threads: int = 0             # torch intra-op threads; 0 = torch default
+    on_nonfinite: str = "stop"       # stop | skip: what a NaN/inf loss does
+    max_skipped_batches: int = 100   # with on_nonfinite=skip: stop after this many skipped batches
+    prefetch: bool = True            # load the next block in a background thread
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self):
+        """Raise ConfigError for impossible values."""
+        t, d, m = self.train, self.data, self.model
+        checks = [
+            (t.sampling in ("hierarchical", "flat"), "train.sampling must be 'hierarchical' or 'flat'"),
+            (t.seq_batch_size >= 1, "train.seq_batch_size (K) must be >= 1"),
+            (t.batch_size >= 1, "train.batch_size must be >= 1"),
+            (t.block_passes >= 1, "train.block_passes must be >= 1"),
+            (t.epoch_steps >= 1, "train.epoch_steps must be >= 1"),
+            (t.max_epochs >= 1, "train.max_epochs must be >= 1"),
+            (t.patience >= 1, "train.patience must be >= 1"),
+            (t.lr > 0, "train.lr must be > 0"),
+            (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)"),
+            (t.alpha >= 0, "train.alpha must be >= 0"),
+            (t.on_nonfinite in ("stop", "skip"), "train.on_nonfinite must be 'stop' or 'skip'"),
+            (t.device == "cpu" or t.device.startswith("cuda"), "train.device must be cpu or cuda[:N]"),
+            (d.seg_len >= 1, "data.seg_len must be >= 1"),
+            (d.seg_shift >= 1 and d.dev_seg_shift >= 1, "data.seg_shift/dev_seg_shift must be >= 1"),
+            (0 <= d.max_bad_utts <= 1, "data.max_bad_utts must be a fraction in [0, 1]"),
+            (m.z2_prior_var > 0, "model.z2_prior_var must be > 0"),
+            (m.seg_len == d.seg_len, "model.seg_len must equal data.seg_len"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, default, key):
+    """Coerce a YAML/CLI value to the type of the field's default; ConfigError if impossible."""
+    typ = type(default)
+    if isinstance(value, str) and typ is not str:
+        value = yaml.safe_load(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {typ.__name__}")
+
+
+def _unknown(key, choices, where):
+    close = difflib.get_close_matches(key, choices, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def set_value(cfg, dotted, value, where="override"):
+    """Set ``cfg.<section>.<key>`` from a dotted name like ``train.lr`` (value coerced to the field type)."""
+    parts = dotted.replace("-", "_").split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{where}: '{dotted}' must look like section.key (e.g. train.lr)")
+    sec_name, key = parts
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if sec_name not in sections:
+        raise _unknown(sec_name, sections, where)
+    sec = sections[sec_name]
+    names = [f.name for f in dataclasses.fields(sec)]
+    if key not in names:
+        raise _unknown(key, names, f"{where} ({sec_name})")
+    setattr(sec, key, _coerce(value, getattr(sec, key), f"{sec_name}.{key}"))
+
+
+def from_dict(d, where="config"):
+    """Build a Config from a nested dict (missing keys keep their defaults)."""
+    cfg = Config()
+    if d is None:
+        return cfg
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type(d).__name__}")
+    for sec_name, sec in d.items():
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{where}: section '{sec_name}' must be a mapping")
+        for key, value in sec.items():
+            set_value(cfg, f"{sec_name}.{key}", value, where)
+    return cfg
+
+
+def load_config(path=None, overrides=()):
+    """Read YAML ``path`` (optional), apply ``overrides`` [(dotted_key, value)], validate."""
+    d = None
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: config file not found")
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = from_dict(d, where=str(path or "config"))
+    for key, value in overrides:
+        set_value(cfg, key, value)
+    return cfg.validate()
+
+
+def parse_overrides(extra_args):
+    """Turn ['--train.lr', '1e-4', '--model.z1_dim=16'] into [('train.lr', '1e-4'), ...]."""
+    out, i = [], 0
+    while i < len(extra_args):
+        a = extra_args[i]
+        if not a.startswith("--") or "." not in a:
+            raise ConfigError(f"unrecognized argument '{a}' (config overrides look like --section.key value)")
+        if "=" in a:
+            k, v = a[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra_args):
+                raise ConfigError(f"option '{a}' needs a value")
+            k, v = a[2:], extra_args[i + 1]
+            i += 2
+        out.append((k, v))
+    return out
+
+
+def save_config(cfg, path, extra=None):
+    """Write the resolved config (plus ``extra`` top-level entries, e.g. data paths) atomically."""
+    d = cfg.to_dict()
+    if extra:
+        d.update(extra)
+    atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))
+
+
+def read_exp_config(exp_dir):
+    """Read ``exp_dir/config.yaml`` -> (Config, extra dict of the non-section entries)."""
+    path = os.path.join(exp_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: not found (is '{exp_dir}' a trained exp dir?)")
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f) or {}
+    sections = {f.name for f in dataclasses.fields(Config)}
+    cfg = from_dict({k: v for k, v in d.items() if k in sections}, where=path)
+    return cfg.validate(), {k: v for k, v in d.items() if k not in sections}

@@ -1,0 +1,111 @@
+"""Compact per-utterance index of a feature set: numpy arrays, not a Python object per utterance.
+
+For M utterances it holds: names as one bytes blob + int64 offsets, the ark file id (int32, into
+a short list of ark paths), the byte offset of the matrix in its ark (int64) and the frame count
+(int32): about 30 bytes + the name per utterance, so 10 million utterances index in a few hundred MB.
+"""
+import logging
+import os
+
+import numpy as np
+
+from fhvae.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class UttIndex:
+    """Utterances of one data dir, in feats.scp order (sorted by key).
+
+    Attributes: ``nframes`` (M,) int32, ``ark_id`` (M,) int32, ``offset`` (M,) int64,
+    ``ark_paths`` list[str]; ``name(i)`` gives the key of utterance i.
+    """
+
+    def __init__(self, names_blob, name_offsets, nframes, ark_id, offset, ark_paths, source=""):
+        self._blob = names_blob
+        self._name_off = name_offsets
+        self.nframes = nframes
+        self.ark_id = ark_id
+        self.offset = offset
+        self.ark_paths = ark_paths
+        self.source = source
+
+    def __len__(self):
+        return len(self.nframes)
+
+    def name(self, i):
+        return self._blob[self._name_off[i]:self._name_off[i + 1]].decode("utf-8")
+
+    def names(self, idx=None):
+        idx = range(len(self)) if idx is None else idx
+        return [self.name(int(i)) for i in idx]
+
+    def entry(self, i):
+        """(ark path, byte offset) of utterance i."""
+        return self.ark_paths[self.ark_id[i]], int(self.offset[i])
+
+    def subset(self, keep):
+        """A new index with the utterances where boolean mask/index array ``keep`` selects."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        names = [self._blob[self._name_off[i]:self._name_off[i + 1]] for i in idx]
+        off = np.zeros(len(idx) + 1, dtype=np.int64)
+        off[1:] = np.cumsum([len(n) for n in names])
+        return UttIndex(b"".join(names), off, self.nframes[idx], self.ark_id[idx], self.offset[idx],
+                        self.ark_paths, self.source)
+
+    @classmethod
+    def from_data_dir(cls, data_dir):
+        """Read ``feats.scp`` and ``utt2num_frames`` of a Kaldi data dir, streaming line by line."""
+        scp = os.path.join(data_dir, "feats.scp")
+        n2f = os.path.join(data_dir, "utt2num_frames")
+        if not os.path.isfile(scp):
+            raise DataError(f"{scp}: not found (run the fbank stage, or point at a data dir with features)")
+        if not os.path.isfile(n2f):
+            raise DataError(f"{n2f}: not found (written by fhvae-compute-fbank; for Kaldi features run "
+                            f"'feat-to-len scp:{scp} ark,t:{n2f}')")
+        blob, name_off, arks, ark_ids, offsets = bytearray(), [0], {}, [], []
+        prev = None
+        with open(scp, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                parts = raw.split()
+                if len(parts) != 2:
+                    raise DataError(f"{scp}:{lineno}: expected '<utt> <ark>:<offset>', got {raw[:80]!r}")
+                key, value = parts
+                if prev is not None and key <= prev:
+                    what = "duplicate key" if key == prev else "not sorted (LC_ALL=C)"
+                    raise DataError(f"{scp}:{lineno}: {what}: '{key.decode(errors='replace')}'")
+                prev = key
+                path, sep, off = value.decode("utf-8").rpartition(":")
+                if not sep or not off.isdigit():
+                    raise DataError(f"{scp}:{lineno}: expected <ark>:<byte offset>, got '{value.decode()}'")
+                ark_ids.append(arks.setdefault(path, len(arks)))
+                offsets.append(int(off))
+                blob += key
+                name_off.append(len(blob))
+        if not ark_ids:
+            raise DataError(f"{scp}: empty")
+        index = cls(bytes(blob), np.asarray(name_off, dtype=np.int64), np.zeros(len(ark_ids), np.int32),
+                    np.asarray(ark_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
+                    list(arks), source=data_dir)
+        index._read_num_frames(n2f)
+        return index
+
+    def _read_num_frames(self, path):
+        seen = np.zeros(len(self), dtype=bool)
+        i = 0
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                parts = raw.split()
+                if len(parts) != 2 or not parts[1].isdigit():
+                    raise DataError(f"{path}:{lineno}: expected '<utt> <num-frames>'")
+                key = parts[0].decode("utf-8")
+                # both files are sorted: walk forward to the matching utterance
+                while i < len(self) and self.name(i) < key:
+                    i += 1
+                if i >= len(self) or self.name(i) != key:
+                    continue  # an utterance without features (e.g. skipped as too short)
+                self.nframes[i] = int(parts[1])
+                seen[i] = True
+        if not seen.all():
+            first = self.name(int(np.flatnonzero(~seen)[0]))
+            raise DataError(f"{path}: {int((~seen).sum())} utterances of feats.scp missing, e.g. '{first}'")

@@ -1,0 +1,175 @@
+"""Export latents of a trained FHVAE as Kaldi ark/scp (absolute paths).
+
+For each utterance of T frames (normalized with the training stats):
+- z1, z2 at frame rate: posterior means (T, z_dim) from the shift-1 windows of seg_len frames
+  centred on each frame (padded by repeating the edge frames: seg_len//2 - 1 left, seg_len//2 right,
+  i.e. 9 and 10 for 20-frame segments, as the 2017 code). Kaldi float matrices (FM).
+- optional log-variances z1_logvar, z2_logvar (FM).
+- s-vector: MAP estimate of mu2 over the utterance's non-overlapping segments (dev_seg_shift),
+  sum_n zbar2_n / (N + sigma_z2^2); Kaldi float vector (FV).
+- per speaker: mean of its s-vectors (spk_svector, FV) and num_utts.ark (text: ``spk count``).
+"""
+import contextlib
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fhvae.config import read_exp_config
+from fhvae.data.loader import UttReader
+from fhvae.data.sampler import fixed_segments
+from fhvae.errors import DataError
+from fhvae.features.stats import load_stats
+from fhvae.io.ark import ArkScpWriter
+from fhvae.io.atomic import atomic_write_text
+from fhvae.io.datadir import read_kv, utt2spk_to_spk2utt
+from fhvae.data.index import UttIndex
+from fhvae.models import losses
+from fhvae.models.fhvae import FHVAE
+from fhvae.train.checkpoint import load_model_weights
+
+log = logging.getLogger(__name__)
+
+
+def load_model(exp_dir, which="best", device="cpu"):
+    """(model in eval mode, Config, stats) of a trained exp dir."""
+    cfg, extra = read_exp_config(exp_dir)
+    model = FHVAE(cfg.model)
+    model.load_state_dict(load_model_weights(exp_dir, which))
+    model.to(device).eval()
+    return model, cfg, load_stats(extra["stats"])
+
+
+def frame_windows(x, seg_len):
+    """Windows centred on every frame: x (T, D) -> (T, seg_len, D) view, edges repeated."""
+    left = seg_len // 2 - 1
+    right = seg_len - 1 - left
+    xp = torch.cat([x[:1].expand(left, -1), x, x[-1:].expand(right, -1)])
+    return xp.unfold(0, seg_len, 1).transpose(1, 2)
+
+
+def segment_windows(x, seg_len, shift):
+    """Non-overlapping segments for the s-vector: (N, seg_len, D); a short utterance is edge-padded."""
+    if len(x) < seg_len:
+        x = torch.cat([x, x[-1:].expand(seg_len - len(x), -1)])
+    starts = fixed_segments(len(x), seg_len, shift)
+    return torch.stack([x[s:s + seg_len] for s in starts])
+
+
+class Exporter:
+    """Computes latents for many utterances, batching windows of several utterances together."""
+
+    def __init__(self, model, cfg, device="cpu", batch_windows=4096):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.batch = batch_windows
+
+    @torch.inference_mode()
+    def encode(self, utts):
+        """utts: list of (T_i, D) float32 tensors -> list of dicts with z1, z2, z1_logvar, z2_logvar
+        (T_i, z_dim) and svector (z2_dim,). Windows of all given utterances are run in chunks."""
+        L, shift = self.cfg.data.seg_len, self.cfg.data.dev_seg_shift
+        wins = [frame_windows(x, L) for x in utts]
+        segs = [segment_windows(x, L, shift) for x in utts]
+        allw = torch.cat(wins + segs)
+        outs = {k: [] for k in ("z1", "z1_logvar", "z2", "z2_logvar")}
+        for i in range(0, len(allw), self.batch):
+            w = allw[i:i + self.batch].to(self.device)
+            z2_mu, z2_lv = self.model.encode_z2(w)
+            z1_mu, z1_lv = self.model.encode_z1(w, z2_mu)
+            for k, v in zip(outs, (z1_mu, z1_lv, z2_mu, z2_lv)):
+                outs[k].append(v.float().cpu())
+        outs = {k: torch.cat(v) for k, v in outs.items()}
+        res, pos = [], 0
+        for x in utts:
+            res.append({k: outs[k][pos:pos + len(x)].numpy() for k in outs})
+            pos += len(x)
+        prior_var = self.cfg.model.z2_prior_var
+        for r, s in zip(res, segs):
+            z2s = outs["z2"][pos:pos + len(s)]
+            pos += len(s)
+            r["svector"] = losses.map_mu2(z2s.sum(0), float(len(s)), prior_var).numpy()
+        return res
+
+
+def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=False,
+           batch_windows=4096, max_bad=0.05):
+    """Write z1/z2 (+ log-variances), svector, spk_svector, num_utts.ark for a data dir.
+
+    Returns a summary dict (utterances, frames, seconds, frames/s, real-time factor).
+    """
+    model, cfg, stats = load_model(exp_dir, which, device)
+    index = UttIndex.from_data_dir(data_dir)
+    if len(stats.mean) != cfg.model.feat_dim:
+        raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
+    utt2spk = read_kv(os.path.join(data_dir, "utt2spk"))
+    loader = UttReader(index, stats, cfg.model.feat_dim)
+    exporter = Exporter(model, cfg, device, batch_windows)
+    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(out_dir)
+    names = ["z1", "z2"] + (["z1_logvar", "z2_logvar"] if logvars else [])
+    svec, frames, t0 = {}, 0, time.time()
+    pending, budget = [], 0
+
+    def flush():
+        nonlocal frames
+        res = exporter.encode([torch.from_numpy(x) for _, x in pending])
+        for (name, x), r in zip(pending, res):
+            for n in names:
+                writers[n].write(name, r[n])
+            writers["svector"].write(name, r["svector"])
+            svec[name] = r["svector"]
+            frames += len(x)
+        pending.clear()
+
+    # every ark/scp is renamed into place only when the block exits cleanly: all or nothing
+    with contextlib.ExitStack() as stack:
+        stack.callback(loader.close)
+        writers = {n: stack.enter_context(ArkScpWriter(f"{out_dir}/{n}.ark", f"{out_dir}/{n}.scp"))
+                   for n in names + ["svector"]}
+        for i in tqdm(range(len(index)), desc="export", unit="utt", mininterval=2.0):
+            x = loader.load(i)
+            if x is None:
+                continue
+            pending.append((index.name(i), x))
+            budget += len(x)
+            if budget >= batch_windows:
+                flush()
+                budget = 0
+        if pending:
+            flush()
+        if len(loader.bad) > max_bad * len(index):
+            raise DataError(f"{data_dir}: {len(loader.bad)} of {len(index)} utterances broken (more "
+                            f"than {max_bad:.0%}); first: {next(iter(loader.bad.values()))}")
+    _write_speaker_vectors(out_dir, svec, utt2spk)
+    secs = time.time() - t0
+    shift = _frame_shift(data_dir)
+    summary = {"utts": len(svec), "skipped": len(loader.bad), "frames": frames, "seconds": round(secs, 2),
+               "frames_per_s": round(frames / max(secs, 1e-9), 1),
+               "rtf": round(secs / max(frames * shift, 1e-9), 5)}
+    if loader.bad:
+        log.warning("export skipped %d broken utterances: %s", len(loader.bad), ", ".join(
+            index.name(i) for i in sorted(loader.bad)[:10]))
+    log.info("exported %d utterances (%d frames) in %.1f s: %.0f frames/s, real-time factor %.4f",
+             summary["utts"], frames, secs, summary["frames_per_s"], summary["rtf"])
+    return summary
+
+
+def _frame_shift(data_dir):
+    p = os.path.join(data_dir, "frame_shift")
+    if os.path.isfile(p):
+        with open(p) as f:
+            return float(f.read().split()[0])
+    return 0.01
+
+
+def _write_speaker_vectors(out_dir, svec, utt2spk):
+    """spk_svector (mean s-vector of each speaker's utterances, FV) and num_utts.ark (text)."""
+    spk2utt = utt2spk_to_spk2utt({u: utt2spk[u] for u in svec if u in utt2spk})
+    with ArkScpWriter(f"{out_dir}/spk_svector.ark", f"{out_dir}/spk_svector.scp") as w:
+        for spk in sorted(spk2utt):
+            w.write(spk, np.mean([svec[u] for u in spk2utt[spk]], axis=0).astype(np.float32))
+    atomic_write_text(f"{out_dir}/num_utts.ark",
+                      "".join(f"{spk} {len(spk2utt[spk])}\n" for spk in sorted(spk2utt)))

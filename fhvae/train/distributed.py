@@ -1,0 +1,61 @@
+"""torch.distributed set-up for ``torchrun --nproc_per_node N fhvae-train ...``.
+
+gloo on CPU, NCCL on GPU. Model gradients are averaged by DDP; the sequence cache is a separate
+rank-local tensor (each rank samples its own blocks), so DDP never touches it.
+Without torchrun's environment (WORLD_SIZE unset or 1) everything is a no-op.
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def rank():
+    return int(os.environ.get("RANK", "0"))
+
+
+@dataclass
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    def wrap(self, model):
+        """DDP-wrapped model when world > 1, else the model itself."""
+        if self.world == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup(device="cpu"):
+    """Initialise the process group from torchrun's env vars; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    r = rank()
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            from fhvae.errors import ConfigError
+            raise ConfigError("train.device=cuda but no CUDA device is available (use --train.device cpu)")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local if world > 1 else (torch.device(device).index or 0))
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        log.info("distributed: rank %d of %d, backend %s, device %s", r, world, backend, dev)
+    return Dist(r, world, dev)
+
+
+def cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
