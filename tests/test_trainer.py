@@ -1,0 +1,193 @@
+"""Trainer, resume, hierarchical vs flat, export: on tiny synthetic feature sets."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from fhvae import config
+from fhvae.errors import ConfigError, TrainingError
+from fhvae.export import export
+from fhvae.train import checkpoint as ckpt
+from fhvae.train.trainer import Trainer, prepare_exp_dir
+from tests.fakedata import make_feats_dir, write_stats
+
+TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
+        ("data.dev_seg_shift", 10), ("model.z1_dim", 4), ("model.z2_dim", 4), ("model.z1_hidden", 16),
+        ("model.z2_hidden", 16), ("model.dec_hidden", 16), ("train.batch_size", 16),
+        ("train.seq_batch_size", 4), ("train.epoch_steps", 3), ("train.max_epochs", 3),
+        ("train.num_threads", 1)]
+
+
+@pytest.fixture
+def sets(tmp_path):
+    train = make_feats_dir(str(tmp_path / "train"), n_spk=4, utts_per_spk=3, seed=0)
+    make_feats_dir(str(tmp_path / "dev"), n_spk=2, utts_per_spk=2, seed=1)
+    write_stats(str(tmp_path / "train" / "stats.npz"), train)
+    return tmp_path
+
+
+def train(sets, exp, overrides=()):
+    cfg = config.load_config(None, TINY + list(overrides))
+    d = str(sets)
+    prepare_exp_dir(cfg, exp, f"{d}/train", f"{d}/dev", f"{d}/train/stats.npz")
+    return Trainer(cfg, f"{d}/train", f"{d}/dev", exp).run()
+
+
+def weights(exp, which="last"):
+    return ckpt.load_model_weights(exp, which)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_writes_outputs_and_finishes(sets):
+    exp = str(sets / "exp")
+    summary = train(sets, exp)
+    assert summary["epoch"] == 3 and summary["step"] == 9
+    for f in ("config.yaml", "metrics.jsonl", "training_curve.png", "done", "checkpoints/best.pt"):
+        assert os.path.isfile(os.path.join(exp, f)), f
+    recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
+    assert [r["step"] for r in recs] == [3, 6, 9]
+    assert all(np.isfinite(r["dev"]["bound"]) for r in recs)
+    # a second run of the same command does not train again
+    assert train(sets, exp)["step"] == 9
+
+
+def test_resume_after_interruption_gives_same_model(sets, monkeypatch):
+    ref = str(sets / "ref")
+    train(sets, ref)
+    exp = str(sets / "int")
+    orig = Trainer._step
+    calls = {"n": 0}
+
+    def dying_step(self, data, st):
+        calls["n"] += 1
+        if calls["n"] == 5:   # after the checkpoint at step 3, inside epoch 2
+            raise KeyboardInterrupt
+        return orig(self, data, st)
+
+    monkeypatch.setattr(Trainer, "_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(sets, exp)
+    monkeypatch.setattr(Trainer, "_step", orig)
+    assert ckpt.last_step_dir(os.path.join(exp, "checkpoints")).endswith("step00000003")
+    summary = train(sets, exp)
+    assert summary["step"] == 9
+    assert_same_weights(weights(ref), weights(exp))
+    recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
+    assert [r["step"] for r in recs] == [3, 6, 9]
+
+
+def test_hierarchical_with_k_equal_m_matches_flat(sets):
+    # M = 12 sequences; within the first block both algorithms use the same segments, cache and loss
+    over = [("train.seq_batch_size", 12), ("train.max_epochs", 1), ("train.epoch_steps", 2)]
+    h, f = str(sets / "h"), str(sets / "f")
+    train(sets, h, over)
+    train(sets, f, over + [("train.sampling", "flat")])
+    assert_same_weights(weights(h), weights(f))
+    # with K < M they differ
+    k4 = str(sets / "k4")
+    train(sets, k4, [("train.max_epochs", 1), ("train.epoch_steps", 2)])
+    assert not torch.equal(weights(h)["x_mu.weight"], weights(k4)["x_mu.weight"])
+
+
+def test_changed_config_in_trained_exp_dir_is_refused(sets):
+    exp = str(sets / "exp")
+    train(sets, exp, [("train.max_epochs", 1)])
+    with pytest.raises(ConfigError, match="train.lr"):
+        train(sets, exp, [("train.max_epochs", 1), ("train.lr", 0.5)])
+
+
+def _nan_at(monkeypatch, steps):
+    """Make the loss non-finite at the given (1-based) steps."""
+    from fhvae.train import trainer as tr
+    orig, n = tr.losses.fhvae_loss, {"i": 0}
+
+    def fake(*a, **k):
+        loss, terms = orig(*a, **k)
+        n["i"] += 1
+        if n["i"] in steps:
+            terms = dict(terms, kl_z1=terms["kl_z1"] * float("nan"))
+            loss = loss * float("nan")
+        return loss, terms
+    monkeypatch.setattr(tr.losses, "fhvae_loss", fake)
+
+
+def test_nan_loss_stops_naming_step_and_term(sets, monkeypatch):
+    _nan_at(monkeypatch, {2})
+    with pytest.raises(TrainingError, match="non-finite loss at step 2.*kl_z1=nan"):
+        train(sets, str(sets / "nan"))
+
+
+def test_nan_loss_skip_policy_counts_batches(sets, monkeypatch):
+    _nan_at(monkeypatch, {2, 4})
+    s = train(sets, str(sets / "skip"), [("train.on_nonfinite", "skip")])
+    assert s["skipped_batches"] == 2 and s["step"] == 9
+
+
+def test_export_frame_counts_and_kaldi_readable(sets):
+    exp = str(sets / "exp")
+    train(sets, exp)
+    out = str(sets / "export")
+    summary = export(exp, str(sets / "train"), out, logvars=True)
+    assert summary["utts"] == 12
+    n2f = dict(line.split() for line in open(sets / "train" / "utt2num_frames"))
+    z1 = kaldiio.load_scp(os.path.join(out, "z1.scp"))
+    z2 = kaldiio.load_scp(os.path.join(out, "z2_logvar.scp"))
+    for utt, n in n2f.items():
+        assert z1[utt].shape == (int(n), 4) and z2[utt].shape == (int(n), 4)
+    sv = kaldiio.load_scp(os.path.join(out, "svector.scp"))
+    assert len(sv) == 12 and all(v.shape == (4,) for v in sv.values())
+    # s-vectors are Kaldi float vectors (FV), not 1 x D matrices
+    ark, off = open(os.path.join(out, "svector.scp")).readline().split()[1].rsplit(":", 1)
+    with open(ark, "rb") as f:
+        f.seek(int(off))
+        assert f.read(4) == b"\0BFV"
+    spk = kaldiio.load_scp(os.path.join(out, "spk_svector.scp"))
+    assert sorted(spk) == ["spk00", "spk01", "spk02", "spk03"]
+    np.testing.assert_allclose(spk["spk01"], np.mean([sv[f"spk01-u{i:02d}"] for i in range(3)], 0),
+                               rtol=1e-5)
+    assert open(os.path.join(out, "num_utts.ark")).read().splitlines()[0] == "spk00 3"
+    # scp paths are absolute
+    assert all(os.path.isabs(line.split()[1]) for line in open(os.path.join(out, "z1.scp")))
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_gives_same_model(sets):
+    """Kill -9 a real fhvae-train process after its first checkpoint, restart: same final model."""
+    d = str(sets)
+    base = [sys.executable, "-m", "fhvae.bin.train", "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev"]
+    over = [a for k, v in TINY + [("train.max_epochs", 4)] for a in (f"--{k}", str(v))]
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    subprocess.run(base + ["--exp-dir", f"{d}/ref"] + over, check=True, env=env, capture_output=True)
+    exp = f"{d}/killed"
+    kills = 0
+    for _ in range(3):
+        p = subprocess.Popen(base + ["--exp-dir", exp] + over, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        last = os.path.join(exp, "checkpoints", "last")
+        t0 = time.time()
+        start = open(last).read() if os.path.exists(last) else ""
+        while p.poll() is None and time.time() - t0 < 60:
+            if os.path.exists(last) and open(last).read() != start:
+                time.sleep(0.05)
+                break
+            time.sleep(0.01)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 1
+    subprocess.run(base + ["--exp-dir", exp] + over, check=True, env=env, capture_output=True)
+    assert_same_weights(weights(f"{d}/ref"), weights(exp))
+    assert_same_weights(weights(f"{d}/ref", "best"), weights(exp, "best"))
