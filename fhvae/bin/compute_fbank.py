@@ -17,7 +17,8 @@ Writes <fbank-dir>/raw_fbank_<set>.JOB.{ark,scp} (one pair per job), then <data-
 Defaults: <log-dir> = <data-dir>/log, <fbank-dir> = <data-dir>/data.
 Audio must be mono at the config's sample_rate (16 kHz by default); use a wav.scp pipe
 (e.g. 'sox FILE -t wav -r 16000 - |') to convert. Utterances shorter than one frame are
-skipped and listed in <log-dir>/make_fbank_<set>.skipped.
+skipped and listed in <log-dir>/make_fbank_<set>.skipped (then run utils/fix_data_dir.sh).
+Each job runs 'python -m fhvae.bin.compute_fbank --job ...' on one split of the data dir.
 """
 
 
@@ -36,13 +37,14 @@ def _job(argv):
                                 description="One fbank job (run by fhvae-compute-fbank).")
     p.add_argument("--config", required=True, help="resolved fbank options (YAML)")
     p.add_argument("--compress", action="store_true", help="write CM compressed matrices")
+    p.add_argument("--source-dir", help="the unsplit data dir (named in error messages)")
     p.add_argument("split_dir")
     p.add_argument("ark")
     p.add_argument("scp")
     p.add_argument("utt2num_frames")
     a = p.parse_args(argv)
     compute_fbank_job(a.split_dir, a.ark, a.scp, a.utt2num_frames, FbankConfig.from_yaml(a.config),
-                      compress=a.compress)
+                      compress=a.compress, source_dir=a.source_dir)
     return 0
 
 

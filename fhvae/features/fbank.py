@@ -203,16 +203,18 @@ def _line_numbers(path):
     return lines
 
 
-def compute_fbank_job(data_dir, ark_path, scp_path, utt2num_frames_path, cfg, *, compress=False):
+def compute_fbank_job(data_dir, ark_path, scp_path, utt2num_frames_path, cfg, *, compress=False,
+                      source_dir=None):
     """One job: fbank of every utterance of ``data_dir`` -> ark/scp + utt2num_frames (atomic).
 
     Honours ``segments``. Utterances too short for one frame are skipped with a warning.
     Bad audio (missing, unreadable, wrong rate, multi-channel) raises DataError naming the
-    wav.scp line. Returns ``(num_written, skipped_utts)``.
+    wav.scp line (of ``source_dir``, the unsplit data dir, if given). Returns
+    ``(num_written, skipped_utts)``.
     """
     dd = load_data_dir(data_dir)
-    wav_scp = os.path.join(data_dir, "wav.scp")
-    seg_file = os.path.join(data_dir, "segments")
+    wav_scp = os.path.join(source_dir or data_dir, "wav.scp")
+    seg_file = os.path.join(source_dir or data_dir, "segments")
     wav_lines = _line_numbers(wav_scp)
     seg_lines = _line_numbers(seg_file) if dd.segments else {}
     utts = sorted(dd.utts)
@@ -281,7 +283,8 @@ def make_fbank(data_dir, log_dir=None, fbank_dir=None, *, nj=4, cmd="utils/run.s
     atomic_write_text(conf_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     base = os.path.join(fbank_dir, f"raw_fbank_{name}.JOB")
     n2f_tpl = os.path.join(log_dir, f"utt2num_frames_{name}.JOB")
-    command = [sys.executable, "-m", "fhvae.bin.compute_fbank", "--job", "--config", conf_path]
+    command = [sys.executable, "-m", "fhvae.bin.compute_fbank", "--job", "--config", conf_path,
+               "--source-dir", os.path.abspath(data_dir)]
     if compress:
         command.append("--compress")
     command += [split_tpl, base + ".ark", base + ".scp", n2f_tpl]

@@ -2,17 +2,18 @@
 
 Reading: ``FeatReader`` maps the utterances of a ``feats.scp`` to entries that ``MatrixReader``
 reads: it opens the arks lazily, keeps at most ``max_open`` handles (LRU), seeks to the
-entry's byte offset and decodes the binary matrix with kaldiio's low-level reader. Supported entries: ``ark:offset`` (optionally with a Kaldi row
-range ``ark:offset[first:last]``, inclusive), and whole-file entries (a binary Kaldi matrix
-at offset 0, or a ``.npy`` file). Matrix types: ``FM``/``DM`` and compressed ``CM``/``CM2``/
+entry's byte offset and decodes the binary matrix with kaldiio's low-level reader. Supported
+entries: ``ark:offset`` (optionally with a Kaldi row range ``ark:offset[first:last]``,
+inclusive), and whole-file entries (a binary Kaldi matrix at offset 0, or a ``.npy`` file). Matrix types: ``FM``/``DM`` and compressed ``CM``/``CM2``/
 ``CM3``; returned as float32 ``(T, D)``.
 
 Writing: ``ArkScpWriter`` writes ``FM`` (2-D), ``CM`` (2-D, ``compress=True``) or ``FV`` (1-D)
 entries to a temp ark next to the final one. Keys must come in strictly increasing C (byte)
 order, so the scp is sorted as Kaldi requires without a second pass; out-of-order or duplicate
 keys raise. On clean exit the ark is fsynced and renamed first, the scp (absolute final ark
-path + byte offsets) is written atomically last. Any exception removes the temps and leaves
-nothing under the final names.
+path + byte offsets) is written atomically last; an older scp of the same name is removed
+just before the new ark lands, so an scp never points into another ark. Any exception
+removes the temps and leaves the final names as they were (nothing, on a first run).
 """
 import collections
 import contextlib
@@ -146,7 +147,8 @@ class MatrixReader:
                 fd.seek(offset or 0)
                 return _read_binary_matrix(fd)
             except (ValueError, OSError) as e:
-                raise DataError(_prefix(where, f"cannot read matrix from {path} at offset {offset or 0}: {e}")) from None
+                msg = f"cannot read matrix from {path} at offset {offset or 0}: {e}"
+                raise DataError(_prefix(where, msg)) from None
 
     def shape(self, path, offset=0, where=""):
         """Shape of the matrix at ``path``:``offset``, reading only its header."""
@@ -158,7 +160,8 @@ class MatrixReader:
                 fd.seek(offset or 0)
                 return _read_header(fd)[1]
             except (ValueError, OSError) as e:
-                raise DataError(_prefix(where, f"cannot read matrix header from {path} at offset {offset or 0}: {e}")) from None
+                msg = f"cannot read matrix header from {path} at offset {offset or 0}: {e}"
+                raise DataError(_prefix(where, msg)) from None
 
     def _load_npy(self, path, where, mmap_mode=None):
         try:

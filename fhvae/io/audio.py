@@ -30,7 +30,7 @@ def _run_pipe(command, where):
     """stdout bytes of a wav.scp pipe command (without its trailing '|'), run by bash."""
     try:
         proc = subprocess.run(["bash", "-c", "set -o pipefail; " + command],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         raise DataError(_where(where, f"cannot run command {command!r}: {e}")) from None
     if proc.returncode != 0:
