@@ -44,6 +44,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for s in $sets; do
     fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" \
       data/$s exp/make_fbank/$s fbank
+    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
+    utils/validate_data_dir.sh data/$s
   done
 fi
 

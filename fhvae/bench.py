@@ -1,0 +1,304 @@
+"""Benchmarks (not tests): step time vs K, memory vs M, throughput, loader, export/fbank speed.
+
+Each ``bench_*`` returns a JSON-able dict and the CLI (``fhvae-bench``) prints it as a table.
+Timings are medians over repeated, interleaved measurements in one process, so ratios between
+configurations measured in the same run are meaningful on a shared, noisy machine.
+"""
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from fhvae.models import losses
+from fhvae.models.fhvae import FHVAE, ModelConfig
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rss_mb():
+    """Peak resident set size of this process so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Step:
+    """One optimization step of the paper model: forward, loss, backward, Adam on model and cache."""
+
+    def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False):
+        self.device, self.amp, self.dense = device, amp, dense
+        self.model = FHVAE(cfg, plain=plain).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.95, 0.999))
+        self.cache = torch.nn.Parameter(torch.randn(k, cfg.z2_dim, device=device))
+        self.copt = torch.optim.Adam([self.cache], lr=1e-3, betas=(0.95, 0.999))
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, cfg.seg_len, cfg.feat_dim, generator=g).to(device)
+        self.idx = torch.randint(0, k, (batch,), generator=g).to(device)
+        self.n = torch.full((batch,), 30.0, device=device)
+        self.prior_var = cfg.z2_prior_var
+
+    def __call__(self):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(self.x)
+        if self.dense:   # the 2017 code's formulation: a dense (B, K, D) difference tensor
+            loss, _ = losses.fhvae_loss(out, self.x, self.cache, self.idx, self.n, 0.0, self.prior_var)
+            d = ((out["z2_mu"][:, None, :].float() - self.cache[None]) ** 2).sum(-1)
+            logits = -d / (2 * self.prior_var)
+            loss = loss - 10.0 * (logits.gather(1, self.idx[:, None])[:, 0]
+                                  - torch.logsumexp(logits, 1)).mean()
+        else:
+            loss, _ = losses.fhvae_loss(out, self.x, self.cache, self.idx, self.n, 10.0, self.prior_var)
+        self.opt.zero_grad(set_to_none=True)
+        self.copt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.copt.step()
+
+
+def _time_interleaved(fns, iters, warmup, device):
+    """Median seconds per call of each fn, calls interleaved round-robin."""
+    for f in fns:
+        for _ in range(warmup):
+            f()
+    _sync(device)
+    times = [[] for _ in fns]
+    for _ in range(iters):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def bench_step_vs_k(ks=(10, 100, 1000, 2000, 5000, 10000, 20000), batch=256, iters=5, warmup=2,
+                    device="cpu", dense=False, cfg=None):
+    """Paper Table 2: optimization-step time (ms) vs sequence batch size K (cache rows).
+
+    With ``dense`` the original (B, K, D) discriminative formulation is timed alongside.
+    """
+    device = torch.device(device)
+    cfg = cfg or ModelConfig()
+    steps = [_Step(cfg, k, batch, device) for k in ks]
+    res = {"k": list(ks), "batch": batch, "device": _device_name(device)}
+    if dense:
+        steps += [_Step(cfg, k, batch, device, dense=True) for k in ks]
+    t = _time_interleaved(steps, iters, warmup, device)
+    res["step_ms"] = [round(1000 * x, 2) for x in t[:len(ks)]]
+    if dense:
+        res["dense_step_ms"] = [round(1000 * x, 2) for x in t[len(ks):]]
+    res["ratio_kmax_kmin"] = round(t[len(ks) - 1] / t[0], 3)
+    return res
+
+
+def lstm_flops(cfg, batch):
+    """Multiply-add FLOPs (x2) of one forward+backward step of the paper model (backward = 2x forward)."""
+    T, F = cfg.seg_len, cfg.feat_dim
+
+    def lstm(inp, h):
+        return sum(2 * 4 * h * ((inp if layer == 0 else h) + h) for layer in range(cfg.num_layers)) * T
+
+    fwd = (lstm(F, cfg.z2_hidden) + lstm(F + cfg.z2_dim, cfg.z1_hidden) + lstm(cfg.z1_dim + cfg.z2_dim, cfg.dec_hidden)
+           + 2 * 2 * cfg.dec_hidden * F * T)
+    return 3 * fwd * batch
+
+
+def sgemm_gflops(n=2048, iters=5, device="cpu"):
+    """Measured float32 matrix-product rate (GFLOP/s), median over ``iters``."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    t = _time_interleaved([lambda: a @ b], iters, 2, device)[0]
+    return 2 * n ** 3 / t / 1e9
+
+
+def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=None):
+    """Training segments/s of the model (default implementation) vs a plain nn.LSTM formulation."""
+    device = torch.device(device)
+    cfg = cfg or ModelConfig()
+    fast = _Step(cfg, 2000, batch, device, amp=amp)
+    plain = _Step(cfg, 2000, batch, device, plain=True, amp=amp)
+    t_fast, t_plain = _time_interleaved([fast, plain], iters, warmup, device)
+    flops = lstm_flops(cfg, batch)
+    g = sgemm_gflops(device=device)
+    return {"device": _device_name(device), "batch": batch, "threads": torch.get_num_threads(),
+            "step_ms": round(1000 * t_fast, 2), "plain_step_ms": round(1000 * t_plain, 2),
+            "segments_per_s": round(batch / t_fast, 1), "plain_segments_per_s": round(batch / t_plain, 1),
+            "speedup": round(t_plain / t_fast, 3), "gflops_per_step": round(flops / 1e9, 2),
+            "sgemm_gflops": round(g, 1), "achieved_gflops": round(flops / t_fast / 1e9, 1),
+            "bound_segments_per_s": round(batch * g * 1e9 / flops, 1)}
+
+
+def _memory_worker(m, sampling, k, steps, batch):
+    """Run in a fresh process: peak RSS of ``steps`` training steps with an M- or K-row cache."""
+    cfg = ModelConfig()
+    rows = m if sampling == "flat" else min(k, m)
+    step = _Step(cfg, rows, batch, torch.device("cpu"))
+    for _ in range(steps):
+        step()
+    return {"rss_mb": _rss_mb(), "cache_rows": rows}
+
+
+def bench_memory(ms=(1000, 10000, 100000, 1000000), k=2000, steps=3, batch=256):
+    """Peak RSS (MB) of training steps, flat (cache of M rows) vs hierarchical (K rows), vs M.
+
+    Each point runs in its own process. Features are excluded (see the loader benchmark): this
+    measures model, cache, optimizer state, gradients and the (batch x rows) discriminative matrix.
+    """
+    res = {"m": list(ms), "k": k, "hierarchical_rss_mb": [], "flat_rss_mb": []}
+    for m in ms:
+        for sampling, key in (("hierarchical", "hierarchical_rss_mb"), ("flat", "flat_rss_mb")):
+            out = subprocess.run([sys.executable, "-m", "fhvae.bench", "_memory", str(m), sampling, str(k),
+                                  str(steps), str(batch)], capture_output=True, text=True, check=True)
+            res[key].append(round(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"], 1))
+    h = res["hierarchical_rss_mb"]
+    res["hierarchical_growth"] = round(h[-1] / h[0] - 1, 4)
+    res["flat_growth"] = round(res["flat_rss_mb"][-1] / res["flat_rss_mb"][0] - 1, 4)
+    return res
+
+
+def make_corpus(path, size_gb, dim=80, mean_frames=400, seed=0):
+    """Synthetic on-disk corpus: data dir with feats.scp / utt2num_frames / utt2spk and stats.npz."""
+    from fhvae.io.ark import ArkScpWriter
+    from fhvae.io.datadir import utt2spk_to_spk2utt, write_kv
+    rng = np.random.default_rng(seed)
+    os.makedirs(path, exist_ok=True)
+    n2f, utt2spk, total, i = {}, {}, 0, 0
+    block = rng.normal(size=(4 * mean_frames, dim)).astype(np.float32)
+    arks_dir = os.path.join(path, "arks")
+    os.makedirs(arks_dir, exist_ok=True)
+    target = size_gb * 1e9
+    ark_no = 0
+    while total < target:
+        ark_no += 1
+        with ArkScpWriter(f"{arks_dir}/feats.{ark_no}.ark", f"{arks_dir}/feats.{ark_no}.scp") as w:
+            for _ in range(5000):
+                T = int(rng.integers(mean_frames // 2, 3 * mean_frames // 2))
+                s = int(rng.integers(0, len(block) - T))
+                utt = f"spk{i // 50:06d}-u{i:09d}"
+                w.write(utt, block[s:s + T] + np.float32(i % 7))
+                n2f[utt], utt2spk[utt] = str(T), utt.split("-")[0]
+                total += T * dim * 4 + 15
+                i += 1
+                if total >= target:
+                    break
+    with open(os.path.join(path, "feats.scp"), "w") as out:
+        for j in range(1, ark_no + 1):
+            with open(f"{arks_dir}/feats.{j}.scp") as f:
+                out.write(f.read())
+    write_kv(os.path.join(path, "utt2num_frames"), n2f)
+    write_kv(os.path.join(path, "utt2spk"), utt2spk)
+    write_kv(os.path.join(path, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
+    np.savez(os.path.join(path, "stats.npz"), mean=np.full(dim, 3.0), var=np.full(dim, 5.0),
+             count=1, dim=dim)
+    return {"utts": i, "bytes": total}
+
+
+def bench_loader(size_gb=0.5, k=2000, blocks=3, corpus_dir=None, train_steps=20, batch=256):
+    """Block loader throughput on an on-disk feats.scp vs the trainer's consumption, and RSS.
+
+    Loader: frames/s reading blocks of K random utterances (cold, then the trainer's view with
+    prefetch). Trainer: segments/s of the paper model on this machine; one segment needs
+    ``seg_shift`` (8) new frames on average, so the loader keeps up when
+    loader_frames_per_s / 8 > trainer segments/s.
+    """
+    from fhvae.data.index import UttIndex
+    from fhvae.data.loader import BlockLoader, UttReader
+    from fhvae.data.sampler import HierarchicalSampler
+    from fhvae.features.stats import load_stats
+    tmp = None
+    if corpus_dir is None:
+        tmp = tempfile.mkdtemp(prefix="fhvae-bench-")
+        corpus_dir = tmp
+    t0 = time.perf_counter()
+    if not os.path.isfile(os.path.join(corpus_dir, "feats.scp")):
+        info = make_corpus(corpus_dir, size_gb)
+    else:
+        info = {"utts": None, "bytes": None}
+    make_s = time.perf_counter() - t0
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    index = UttIndex.from_data_dir(corpus_dir)
+    index_s = time.perf_counter() - t0
+    disk = sum(os.path.getsize(p) for p in index.ark_paths)
+    stats = load_stats(os.path.join(corpus_dir, "stats.npz"))
+    sampler = HierarchicalSampler(index.nframes, k, 20, 8, seed=0)
+    utts = UttReader(index, stats, 80)
+    loader = BlockLoader(utts, sampler, prefetch=False)
+    frames, t0 = 0, time.perf_counter()
+    for b in range(blocks):
+        data = loader.get(b)
+        frames += sum(len(f) for f in data.feats)
+        del data
+        gc.collect()
+    load_s = time.perf_counter() - t0
+    loader.close()
+    # training on the corpus with prefetch: loader wait time vs compute time
+    step = _Step(ModelConfig(), k, batch, torch.device("cpu"))
+    loader = BlockLoader(utts, sampler, prefetch=True)
+    wait, compute, done = 0.0, 0.0, 0
+    b = blocks
+    while done < train_steps:
+        t0 = time.perf_counter()
+        data = loader.get(b)
+        wait += time.perf_counter() - t0
+        for j in range(min(data.block.batches(batch), train_steps - done)):
+            t0 = time.perf_counter()
+            step.x = data.batch(j, batch, 20)[0]
+            step.idx = torch.from_numpy(data.block.batch(j, batch)[0])
+            step.n = torch.full((len(step.idx),), 30.0)
+            step()
+            compute += time.perf_counter() - t0
+            done += 1
+        b += 1
+    loader.close()
+    utts.close()
+    seg_per_s = done * batch / compute
+    res = {"corpus_gb": round(disk / 1e9, 2), "utts": len(index), "make_s": round(make_s, 1),
+           "index_s": round(index_s, 2), "k": k, "blocks": blocks,
+           "loader_frames_per_s": round(frames / load_s), "loader_segments_per_s": round(frames / load_s / 8),
+           "trainer_segments_per_s": round(seg_per_s, 1),
+           "loader_over_trainer": round(frames / load_s / 8 / seg_per_s, 2),
+           "prefetch_wait_s": round(wait, 2), "train_compute_s": round(compute, 2),
+           "rss_before_index_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1)}
+    if tmp:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def bench_export(utts=20, frames=500, device="cpu", batch_windows=4096, fbank_seconds=60.0):
+    """Export speed (frames/s and real-time factor at 10 ms frames) and fbank real-time factor."""
+    from fhvae.config import Config
+    from fhvae.export import Exporter
+    from fhvae.features.fbank import FbankConfig, compute_fbank
+    device = torch.device(device)
+    cfg = Config()
+    model = FHVAE(cfg.model).to(device).eval()
+    ex = Exporter(model, cfg, device, batch_windows)
+    xs = [torch.randn(frames, cfg.model.feat_dim) for _ in range(utts)]
+    t = _time_interleaved([lambda: ex.encode(xs)], 3, 1, device)[0]
+    n = utts * frames
+    audio = (np.random.default_rng(0).normal(size=int(16000 * fbank_seconds)) * 0.1).astype(np.float32)
+    tf = _time_interleaved([lambda: compute_fbank(audio, FbankConfig())], 3, 1, torch.device("cpu"))[0]
+    return {"device": _device_name(device), "export_frames_per_s": round(n / t, 1),
+            "export_rtf": round(t / (n * 0.01), 5), "fbank_rtf": round(tf / fbank_seconds, 5)}
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_memory":
+    m, sampling, k, steps, batch = sys.argv[2:7]
+    print(json.dumps(_memory_worker(int(m), sampling, int(k), int(steps), int(batch))))

@@ -1,0 +1,87 @@
+"""fhvae-bench: benchmarks that print tables (and write JSON). Not tests."""
+import argparse
+import json
+
+from fhvae.bin import run_cli
+
+EPILOG = """examples:
+  fhvae-bench step-vs-k                      # paper Table 2: step time vs K (batch 256)
+  fhvae-bench step-vs-k --dense --k 10 20000 # also the 2017 dense formulation
+  fhvae-bench memory --m 1000 10000 100000 1000000
+  fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
+  fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
+  fhvae-bench export
+  fhvae-bench all --quick                    # every benchmark, shrunk
+  ... --device cuda --json out.json"""
+
+QUICK = {"k": [10, 1000, 20000], "m": [1000, 100000], "iters": 3, "size_gb": 0.2, "blocks": 2}
+
+
+def _table(res):
+    """Print a dict: list-valued keys as columns, scalars as 'key: value' lines."""
+    lists = {k: v for k, v in res.items() if isinstance(v, list)}
+    for k, v in res.items():
+        if not isinstance(v, list):
+            print(f"{k}: {v}")
+    if lists:
+        keys = list(lists)
+        print(" | ".join(f"{k:>20}" for k in keys))
+        for row in zip(*lists.values()):
+            print(" | ".join(f"{x:>20}" for x in row))
+
+
+def _main(argv):
+    p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "all"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
+    p.add_argument("--k", type=int, nargs="+", default=[10, 100, 1000, 2000, 5000, 10000, 20000])
+    p.add_argument("--m", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--iters", type=int, default=7, help="timed repetitions (median reported)")
+    p.add_argument("--dense", action="store_true", help="step-vs-k: also time the dense (B,K,D) formulation")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (cuda)")
+    p.add_argument("--size-gb", type=float, default=20.0, help="loader: corpus size on disk")
+    p.add_argument("--corpus-dir", help="loader: reuse (or create) the synthetic corpus here")
+    p.add_argument("--blocks", type=int, default=3, help="loader: blocks to time")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from fhvae import bench
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+    out = {}
+    todo = ["step-vs-k", "memory", "throughput", "loader", "export"] if args.which == "all" else [args.which]
+    for w in todo:
+        print(f"== {w}")
+        if w == "step-vs-k":
+            r = bench.bench_step_vs_k(args.k, args.batch, args.iters, 2, args.device, args.dense)
+        elif w == "memory":
+            r = bench.bench_memory(args.m, batch=args.batch)
+        elif w == "throughput":
+            r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp)
+        elif w == "loader":
+            r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
+        else:
+            r = bench.bench_export(device=args.device)
+        _table(r)
+        out[w] = r
+    if args.json:
+        from fhvae.io.atomic import atomic_write_text
+        atomic_write_text(args.json, json.dumps(out if len(out) > 1 else out[todo[0]], indent=1) + "\n")
+    return 0
+
+
+def main(argv=None):
+    run_cli("fhvae-bench", _main, argv)
+
+
+if __name__ == "__main__":
+    main()
