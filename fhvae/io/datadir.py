@@ -4,10 +4,12 @@ A data dir holds text tables ``key field...``, one entry per line, keys unique a
 C byte order (``LC_ALL=C sort``). Per-utterance tables (utt2spk, feats.scp, text, segments, ...)
 are keyed by utterance id, spk2utt / spk2gender / cmvn.scp by speaker id, and wav.scp by
 recording id when a ``segments`` file exists (else by utterance id). The speaker id is a prefix
-of the utterance id, so sorting by utterance also groups by speaker.
+of the utterance id, so sorting by utterance also groups by speaker. Python's ``sorted`` on str
+(code point order) is exactly the UTF-8 byte order of ``LC_ALL=C sort``.
 
 Errors are :class:`fhvae.errors.DataError` naming ``file:line``.
 """
+import contextlib
 import logging
 import math
 import os
@@ -41,11 +43,6 @@ _SEP = re.compile(r"[ \t\r\f\v]+")  # Kaldi splits on ASCII whitespace only
 _ASCII_WS = " \t\r\f\v"
 
 
-def ckey(s):
-    """Sort key of ``LC_ALL=C sort``: UTF-8 byte order."""
-    return s.encode("utf-8")
-
-
 def _fields_of(name):
     return FIELDS.get(name, (2, None))
 
@@ -59,12 +56,12 @@ def _scan(path, min_fields=2, max_fields=None, *, check_sorted=True, lenient=Fal
     """
     name = "<stdin>" if path == "-" else os.fspath(path)
     try:
-        f = sys.stdin.buffer if path == "-" else open(path, "rb")
+        f = contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")
     except OSError as e:
         raise DataError(f"{name}: cannot read: {e.strerror or e}") from None
     seen = {}
     prev = None
-    with f:
+    with f as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{name}:{lineno}"
             try:
@@ -94,7 +91,7 @@ def _scan(path, min_fields=2, max_fields=None, *, check_sorted=True, lenient=Fal
                     raise DataError(f"{where}: duplicate key {key!r} (first at line {seen[key]})")
                 log.warning("%s: dropping duplicate key %r (first at line %d)", where, key, seen[key])
                 continue
-            if check_sorted and not lenient and prev is not None and ckey(key) < ckey(prev):
+            if check_sorted and not lenient and prev is not None and key < prev:
                 raise DataError(f"{where}: keys not sorted under LC_ALL=C: {key!r} after {prev!r}; {FIX_HINT}")
             seen[key] = lineno
             prev = key
@@ -132,16 +129,16 @@ def _format_value(key, value):
 def write_kv(path, mapping):
     """Write ``key value`` lines sorted in C byte order, atomically. Values: str or list of str."""
     with atomic_open(path, "w", encoding="utf-8") as f:
-        for key in sorted(mapping, key=ckey):
+        for key in sorted(mapping):
             f.write(_format_value(key, mapping[key]))
 
 
 def utt2spk_to_spk2utt(utt2spk) -> Dict[str, List[str]]:
     """``{utt: spk}`` -> ``{spk: [utt, ...]}``, speakers and their utterances in C order."""
     spk2utt = {}
-    for utt in sorted(utt2spk, key=ckey):
+    for utt in sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    return {spk: spk2utt[spk] for spk in sorted(spk2utt, key=ckey)}
+    return {spk: spk2utt[spk] for spk in sorted(spk2utt)}
 
 
 def spk2utt_to_utt2spk(spk2utt) -> Dict[str, str]:
@@ -152,7 +149,7 @@ def spk2utt_to_utt2spk(spk2utt) -> Dict[str, str]:
             if utt in utt2spk:
                 raise DataError(f"spk2utt: utterance {utt!r} is listed under speakers {utt2spk[utt]!r} and {spk!r}")
             utt2spk[utt] = spk
-    return {u: utt2spk[u] for u in sorted(utt2spk, key=ckey)}
+    return {u: utt2spk[u] for u in sorted(utt2spk)}
 
 
 @dataclass
@@ -179,12 +176,12 @@ class DataDir:
     @property
     def utts(self) -> List[str]:
         """Utterance ids in C order."""
-        return sorted(self.utt2spk, key=ckey)
+        return sorted(self.utt2spk)
 
     @property
     def spks(self) -> List[str]:
         """Speaker ids in C order."""
-        return sorted(self.spk2utt, key=ckey)
+        return sorted(self.spk2utt)
 
 
 def _typed(path, name, convert, what):
@@ -204,12 +201,16 @@ def _finite(s):
     return v
 
 
-def _read_frame_shift(path):
+def _read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read().split()
+            return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read: {e}") from None
+
+
+def _read_frame_shift(path):
+    text = _read_text(path).split()
     try:
         if len(text) != 1:
             raise ValueError
@@ -333,7 +334,7 @@ def _check_speakers(problems, dd, spk2utt_file_present):
                             f"regenerate spk2utt with utils/utt2spk_to_spk2utt.sh")
             break
         if utts != gen[spk]:
-            why = ("utterances not in C order or repeated" if sorted(set(utts), key=ckey) == gen[spk]
+            why = ("utterances not in C order or repeated" if sorted(set(utts)) == gen[spk]
                    else f"utt2spk gives {len(gen[spk])} utterance(s) {gen[spk][:3]}")
             problems.append(f"{f('spk2utt')}:{slines[spk]}: speaker {spk!r} disagrees with utt2spk ({why}); "
                             f"regenerate spk2utt with utils/utt2spk_to_spk2utt.sh")
@@ -370,7 +371,7 @@ def validate_data_dir(path, *, need_feats=False, need_wav=None, check_files=True
                 problems.append(f"{f('segments')}:{lines[utt]}: need 0 <= start < end, got start={start} end={end}")
                 break
         if dd.wav_scp is not None:
-            recos = sorted({r for r, _, _ in dd.segments.values()}, key=ckey)
+            recos = sorted({r for r, _, _ in dd.segments.values()})
             _check_keys(problems, f("wav.scp"), dd.wav_scp, recos, "the recordings of segments")
     elif dd.wav_scp is not None:
         _check_keys(problems, f("wav.scp"), dd.wav_scp, utts, "utt2spk")
@@ -467,7 +468,7 @@ def subset_data_dir(src, dst, *, utts=None, spks=None) -> int:
         unknown = [i for i in ids if i not in table]
         if unknown:
             log.warning("%s: %d %s id(s) not in the data dir were ignored, e.g. %r",
-                        src, len(unknown), what, sorted(unknown, key=ckey)[0])
+                        src, len(unknown), what, min(unknown))
         keep &= ids if what == "utterance" else {u for s in ids if s in table for u in dd.spk2utt[s]}
     if not keep:
         raise DataError(f"subset_data_dir: no utterance of {src} selected")
@@ -524,7 +525,7 @@ def fix_data_dir(path) -> Tuple[int, int]:
             shutil.copy2(os.path.join(path, name), os.path.join(backup, name))
     _write_restricted(raw, path, path, keep)
 
-    removed = sorted(set(utt2spk) - keep, key=ckey)
+    removed = sorted(set(utt2spk) - keep)
     if removed:
         by_reason = {}
         for u in removed:
@@ -542,7 +543,7 @@ def _balance(spk2utt, nj):
     """Assign speakers to ``nj`` parts, largest first to the lightest part: list of speaker sets."""
     loads = [0] * nj
     parts = [set() for _ in range(nj)]
-    for spk in sorted(spk2utt, key=lambda s: (-len(spk2utt[s]), ckey(s))):
+    for spk in sorted(spk2utt, key=lambda s: (-len(spk2utt[s]), s)):
         j = min(range(nj), key=lambda i: (loads[i], i))
         parts[j].add(spk)
         loads[j] += len(spk2utt[spk])
@@ -567,10 +568,11 @@ def split_data_dir(path, nj) -> List[str]:
         nj = len(dd.spk2utt)
     split = os.path.join(path, f"split{nj}")
     parts = [os.path.join(split, str(j)) for j in range(1, nj + 1)]
-    done = os.path.join(split, ".done")
-    sources = [os.path.join(path, n) for n in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES]
-    newest = max(os.stat(s).st_mtime_ns for s in sources if os.path.exists(s))
-    if os.path.exists(done) and os.stat(done).st_mtime_ns >= newest and all(os.path.isdir(p) for p in parts):
+    done = os.path.join(split, ".done")  # lists the source tables; written last
+    names = [n for n in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES if os.path.exists(os.path.join(path, n))]
+    newest = max(os.stat(os.path.join(path, n)).st_mtime_ns for n in names)
+    if (os.path.exists(done) and os.stat(done).st_mtime_ns >= newest and all(os.path.isdir(p) for p in parts)
+            and _read_text(done).split() == names):
         log.info("%s: reusing up-to-date split in %s", path, split)
         return parts
     raw = _read_raw(path)
@@ -578,7 +580,7 @@ def split_data_dir(path, nj) -> List[str]:
     shutil.rmtree(tmp, ignore_errors=True)
     for j, spks in enumerate(_balance(dd.spk2utt, nj), 1):
         _write_restricted(raw, path, os.path.join(tmp, str(j)), {u for s in spks for u in dd.spk2utt[s]})
-    atomic_write_text(os.path.join(tmp, ".done"), "")
+    atomic_write_text(os.path.join(tmp, ".done"), "".join(n + "\n" for n in names))
     shutil.rmtree(split, ignore_errors=True)
     os.rename(tmp, split)
     log.info("%s: split into %d parts by speaker in %s", path, nj, split)
@@ -591,7 +593,7 @@ def _sample_pairs(rng, n, total, draw, enumerate_all):
     """``n`` distinct pairs out of ``total``: by rejection with ``draw()`` when n is a small share,
     else by sampling the full enumeration."""
     if n > total // 2:
-        return set(rng.sample(sorted(enumerate_all(), key=lambda p: (ckey(p[0]), ckey(p[1]))), n))
+        return set(rng.sample(sorted(enumerate_all()), n))
     out = set()
     while len(out) < n:
         out.add(draw())
@@ -631,7 +633,7 @@ def make_trials(utt2spk, *, n_target=None, n_nontarget=None, seed=0, exclude_sam
             for b in range(a + 1, len(spks)):
                 for u in spk2utt[spks[a]]:
                     for v in spk2utt[spks[b]]:
-                        yield (u, v) if ckey(u) < ckey(v) else (v, u)
+                        yield (u, v) if u < v else (v, u)
 
     def draw_target():
         s = rng.choices(spks, cum_weights=cum_tgt)[0]
@@ -646,7 +648,7 @@ def make_trials(utt2spk, *, n_target=None, n_nontarget=None, seed=0, exclude_sam
         us = spk2utt[utt2spk[u]]
         k = rng.randrange(n_utt - len(us))  # index among the other speakers' utts
         v = order[k if k < first[utt2spk[u]] else k + len(us)]
-        return (u, v) if ckey(u) < ckey(v) else (v, u)
+        return (u, v) if u < v else (v, u)
 
     cum_tgt, acc = [], 0
     for c in n_tgt:
@@ -670,7 +672,7 @@ def make_trials(utt2spk, *, n_target=None, n_nontarget=None, seed=0, exclude_sam
         trials.extend((a, b, label) for a, b in pairs)
     if n_target is None and total_tgt == 0:
         raise DataError("make_trials: no target trials possible (every speaker has a single utterance)")
-    trials.sort(key=lambda t: (ckey(t[0]), ckey(t[1])))
+    trials.sort()
     return trials
 
 

@@ -1,0 +1,459 @@
+"""Kaldi data dirs: table reading, validation (every error path), fix, split, subset, trials, CLIs."""
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fhvae.errors import DataError
+from fhvae.io import datadir as D
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, text, mode="w"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode) as f:
+        f.write(text)
+
+
+def make_dir(root, spk_counts=(("s1", 2), ("s2", 3), ("s3", 1)), *, wav=True, feats=False, segments=False,
+             text=False):
+    """Data dir with speakers ``sN`` and utterances ``sN-uK``; wav files / arks exist under root."""
+    d = os.path.join(root, "data")
+    utt2spk = {f"{s}-u{k}": s for s, n in spk_counts for k in range(1, n + 1)}
+    D.write_kv(os.path.join(d, "utt2spk"), utt2spk)
+    D.write_kv(os.path.join(d, "spk2utt"), D.utt2spk_to_spk2utt(utt2spk))
+    if segments:
+        recos = {u: "rec-" + s for u, s in utt2spk.items()}
+        D.write_kv(os.path.join(d, "segments"),
+                   {u: f"{recos[u]} {i * 1.5:.2f} {i * 1.5 + 1:.2f}" for i, u in enumerate(sorted(utt2spk))})
+        wavs = {r: os.path.join(root, r + ".wav") for r in set(recos.values())}
+    else:
+        wavs = {u: os.path.join(root, u + ".wav") for u in utt2spk}
+    if wav:
+        for p in wavs.values():
+            write(p, "")
+        D.write_kv(os.path.join(d, "wav.scp"), wavs)
+    if feats:
+        ark = os.path.join(root, "feats.ark")
+        write(ark, "")
+        D.write_kv(os.path.join(d, "feats.scp"), {u: f"{ark}:{10 * i + 5}" for i, u in enumerate(sorted(utt2spk))})
+        D.write_kv(os.path.join(d, "utt2num_frames"), {u: str(100 + i) for i, u in enumerate(sorted(utt2spk))})
+        write(os.path.join(d, "frame_shift"), "0.01\n")
+    if text:
+        D.write_kv(os.path.join(d, "text"), {u: "hello world" for u in utt2spk})
+    return d
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+# ----------------------------------------------------------------------------- tables
+
+def test_read_table_and_kv(tmp_path):
+    p = str(tmp_path / "wav.scp")
+    write(p, "a sox a.wav -t wav - |\nb  b.wav\t\n")
+    assert D.read_kv(p) == {"a": "sox a.wav -t wav - |", "b": "b.wav"}
+    assert D.read_table(p) == {"a": ["sox", "a.wav", "-t", "wav", "-", "|"], "b": ["b.wav"]}
+
+
+@pytest.mark.parametrize("content, kwargs, where, what", [
+    ("a 1\n\nb 2\n", {}, ":2:", "empty line"),
+    ("a 1\nb\n", {}, ":2:", "at least 2 fields"),
+    ("a 1 2\n", {"max_fields": 2}, ":1:", "exactly 2 fields"),
+    ("a 1\nb 2\na 3\n", {}, ":3:", "duplicate key 'a' (first at line 1)"),
+    ("a 1\nc 2\nb 3\n", {}, ":3:", "not sorted"),
+    ("a 1\nB 2\n", {}, ":2:", "not sorted"),  # C order: 'B' (0x42) sorts before 'a' (0x61)
+    ("a 1\n b 2\n", {}, ":2:", "starts with whitespace"),
+    ("a\u00a0b 1\n", {}, ":1:", "U+00A0"),
+])
+def test_read_table_errors_name_file_and_line(tmp_path, content, kwargs, where, what):
+    p = str(tmp_path / "utt2spk")
+    write(p, content)
+    with pytest.raises(DataError) as e:
+        D.read_table(p, **kwargs)
+    assert f"{p}{where}" in str(e.value) and what in str(e.value)
+
+
+def test_read_table_c_order_and_unsorted_option(tmp_path):
+    p = str(tmp_path / "t")
+    write(p, "A 1\nB 1\na 1\na-1 1\na_1 1\n\u00e9 1\n")  # C (byte) order
+    assert list(D.read_table(p)) == ["A", "B", "a", "a-1", "a_1", "\u00e9"]
+    write(p, "b 1\na 1\n")
+    assert D.read_table(p, check_sorted=False) == {"b": ["1"], "a": ["1"]}
+
+
+def test_read_table_non_utf8_and_missing(tmp_path):
+    p = str(tmp_path / "text")
+    write(p, b"a ok\nb caf\xe9\n", "wb")
+    with pytest.raises(DataError, match=rf"{p}:2: not valid UTF-8"):
+        D.read_kv(p)
+    with pytest.raises(DataError, match="nothere: cannot read"):
+        D.read_kv(str(tmp_path / "nothere"))
+
+
+def test_write_kv_sorts_atomically_and_round_trips(tmp_path):
+    p = str(tmp_path / "x")
+    D.write_kv(p, {"b": "2 3", "a": ["x", "y"], "B": "", "\u00e9": "e"})
+    assert read(p) == "B\na x y\nb 2 3\n\u00e9 e\n"
+    assert D.read_kv(p, min_fields=1) == {"B": "", "a": "x y", "b": "2 3", "\u00e9": "e"}
+    with pytest.raises(DataError, match="whitespace"):
+        D.write_kv(p, {"a b": "1"})
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+
+
+def test_spk2utt_conversions():
+    utt2spk = {"s2-b": "s2", "s1-b": "s1", "s1-a": "s1"}
+    spk2utt = D.utt2spk_to_spk2utt(utt2spk)
+    assert spk2utt == {"s1": ["s1-a", "s1-b"], "s2": ["s2-b"]} and list(spk2utt) == ["s1", "s2"]
+    assert list(D.spk2utt_to_utt2spk(spk2utt).items()) == [("s1-a", "s1"), ("s1-b", "s1"), ("s2-b", "s2")]
+    with pytest.raises(DataError, match="'u1' is listed under speakers 'a' and 'b'"):
+        D.spk2utt_to_utt2spk({"a": ["u1"], "b": ["u1"]})
+
+
+# ----------------------------------------------------------------------------- load / validate
+
+def test_load_data_dir_types(tmp_path):
+    d = make_dir(str(tmp_path), wav=True, feats=True, segments=True, text=True)
+    os.unlink(os.path.join(d, "spk2utt"))
+    dd = D.load_data_dir(d)
+    assert dd.utts == ["s1-u1", "s1-u2", "s2-u1", "s2-u2", "s2-u3", "s3-u1"]
+    assert dd.spk2utt == {"s1": ["s1-u1", "s1-u2"], "s2": ["s2-u1", "s2-u2", "s2-u3"], "s3": ["s3-u1"]}
+    assert dd.segments["s1-u2"] == ("rec-s1", 1.5, 2.5)
+    assert dd.utt2num_frames["s1-u2"] == 101 and dd.frame_shift == 0.01
+    assert dd.text["s3-u1"] == "hello world" and dd.utt2cond is None and dd.spk2gender is None
+
+
+def test_load_data_dir_missing_or_empty(tmp_path):
+    with pytest.raises(DataError, match="data directory not found"):
+        D.load_data_dir(str(tmp_path / "nope"))
+    os.makedirs(tmp_path / "d")
+    with pytest.raises(DataError, match="utt2spk: missing"):
+        D.load_data_dir(str(tmp_path / "d"))
+    write(str(tmp_path / "d" / "utt2spk"), "")
+    with pytest.raises(DataError, match="utt2spk: empty"):
+        D.load_data_dir(str(tmp_path / "d"))
+
+
+def test_load_bad_numbers_name_line(tmp_path):
+    d = make_dir(str(tmp_path), feats=True)
+    write(os.path.join(d, "utt2num_frames"), "s1-u1 100\ns1-u2 1e3\n")
+    with pytest.raises(DataError, match=r"utt2num_frames:2: expected an integer frame count"):
+        D.load_data_dir(d)
+    write(os.path.join(d, "utt2num_frames"), "s1-u1 100\n")
+    write(os.path.join(d, "frame_shift"), "ten ms\n")
+    with pytest.raises(DataError, match=r"frame_shift:1: expected one number"):
+        D.load_data_dir(d)
+
+
+def test_validate_good_dirs(tmp_path):
+    d = make_dir(str(tmp_path / "a"), feats=True, text=True)
+    dd = D.validate_data_dir(d, need_feats=True)
+    assert len(dd.utts) == 6
+    D.validate_data_dir(make_dir(str(tmp_path / "b"), segments=True))
+    d = make_dir(str(tmp_path / "c"), wav=False, feats=True)
+    D.validate_data_dir(d)  # features only: wav.scp not needed
+    with pytest.raises(DataError, match="wav.scp: missing"):
+        D.validate_data_dir(d, need_wav=True)
+
+
+def _expect(d, match, **kw):
+    with pytest.raises(DataError) as e:
+        D.validate_data_dir(d, **kw)
+    assert match in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def test_validate_speaker_prefix(tmp_path):
+    d = make_dir(str(tmp_path))
+    write(os.path.join(d, "utt2spk"), "s1-u1 s1\ns1-u2 s2\n")
+    write(os.path.join(d, "spk2utt"), "s1 s1-u1\ns2 s1-u2\n")
+    _expect(d, f"{d}/utt2spk:2: speaker id 's2' is not a prefix of utterance id 's1-u2'", need_wav=False)
+
+
+def test_validate_speaker_order_disagrees(tmp_path):
+    d = str(tmp_path / "d")
+    write(os.path.join(d, "utt2spk"), "a1-x a1\na2 a\n")  # prefixes hold, but spk order != utt order
+    write(os.path.join(d, "spk2utt"), "a a2\na1 a1-x\n")
+    _expect(d, "sorting by speaker and by utterance disagree", need_wav=False)
+
+
+def test_validate_spk2utt(tmp_path):
+    d = make_dir(str(tmp_path))
+    write(os.path.join(d, "spk2utt"), "s1 s1-u1 s1-u2\ns2 s2-u1 s2-u3\ns3 s3-u1\n")
+    _expect(d, f"{d}/spk2utt:2: speaker 's2' disagrees with utt2spk")
+    write(os.path.join(d, "spk2utt"), "s1 s1-u2 s1-u1\ns2 s2-u1 s2-u2 s2-u3\ns3 s3-u1\n")
+    _expect(d, "spk2utt:1: speaker 's1' disagrees with utt2spk (utterances not in C order")
+    write(os.path.join(d, "spk2utt"), "s1 s1-u1 s1-u2\ns2 s2-u1 s2-u2 s2-u3\n")
+    _expect(d, "speaker(s) of utt2spk missing: ['s3']")
+    os.unlink(os.path.join(d, "spk2utt"))
+    _expect(d, "spk2utt: missing")
+
+
+def test_validate_wav_scp_keys_and_files(tmp_path):
+    d = make_dir(str(tmp_path))
+    wav = D.read_kv(os.path.join(d, "wav.scp"))
+    D.write_kv(os.path.join(d, "wav.scp"), {k: v for k, v in wav.items() if k != "s2-u2"})
+    _expect(d, "wav.scp: 1 key(s) of utt2spk missing: 's2-u2'")
+    D.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u9": wav["s2-u2"]}))
+    _expect(d, f"{d}/wav.scp:6: key 's2-u9' is not in utt2spk")
+    D.write_kv(os.path.join(d, "wav.scp"), wav)
+    os.unlink(wav["s2-u1"])
+    _expect(d, f"{d}/wav.scp:3: file not found: {wav['s2-u1']}")
+    D.validate_data_dir(d, check_files=False)
+    D.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u1": "sox x.flac -t wav - |"}))
+    D.validate_data_dir(d)  # pipes are not checked
+
+
+def test_validate_feats(tmp_path):
+    d = make_dir(str(tmp_path), feats=True)
+    os.unlink(str(tmp_path / "feats.ark"))
+    _expect(d, f"{d}/feats.scp:1: file not found: {tmp_path}/feats.ark")
+    d2 = make_dir(str(tmp_path / "b"))
+    _expect(d2, "feats.scp: missing", need_feats=True)
+
+
+def test_validate_segments(tmp_path):
+    d = make_dir(str(tmp_path), segments=True)
+    seg = D.read_kv(os.path.join(d, "segments"))
+    D.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-s1 3.0 2.0"}))
+    _expect(d, f"{d}/segments:2: need 0 <= start < end")
+    D.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-zz 1.0 2.0"}))
+    msg = _expect(d, "wav.scp: 1 key(s) of the recordings of segments missing: 'rec-zz'")
+    assert "wav.scp:1: key 'rec-s1' is not in the recordings" not in msg  # rec-s1 still used by s1-u1
+
+
+def test_validate_other_tables(tmp_path):
+    d = make_dir(str(tmp_path), feats=True)
+    write(os.path.join(d, "utt2num_frames"), "".join(f"{u} {0 if u == 's2-u1' else 5}\n" for u in
+                                                    D.load_data_dir(d).utts))
+    _expect(d, f"{d}/utt2num_frames:3: value must be > 0, got 0")
+    d = make_dir(str(tmp_path / "b"), feats=True)
+    write(os.path.join(d, "frame_shift"), "-0.01\n")
+    _expect(d, "frame_shift:1: frame shift must be > 0")
+    write(os.path.join(d, "frame_shift"), "0.01\n")
+    write(os.path.join(d, "spk2gender"), "s1 m\ns2 x\ns3 f\n")
+    _expect(d, "spk2gender:2: gender must be 'm' or 'f', got 'x'")
+    write(os.path.join(d, "spk2gender"), "s1 m\ns2 f\n")
+    _expect(d, "spk2gender: 1 key(s) of spk2utt missing: 's3'")
+    os.unlink(os.path.join(d, "spk2gender"))
+    write(os.path.join(d, "text"), "s1-u1 hi\n")
+    _expect(d, "text: 5 key(s) of utt2spk missing")
+
+
+def test_validate_reports_all_problems(tmp_path):
+    d = make_dir(str(tmp_path), feats=True)
+    write(os.path.join(d, "text"), "s1-u1 hi\n")
+    write(os.path.join(d, "frame_shift"), "0\n")
+    msg = _expect(d, "2 problems")
+    assert "text:" in msg and "frame_shift:1:" in msg
+
+
+# ----------------------------------------------------------------------------- fix
+
+def test_fix_data_dir(tmp_path, caplog):
+    d = make_dir(str(tmp_path), feats=True, text=True)
+    before = read(os.path.join(d, "utt2spk"))
+    write(os.path.join(d, "utt2spk"), "s3-u1 s3\n" + before + "s1-u1 s1\n\n")  # unsorted, duplicate, empty line
+    feats = D.read_kv(os.path.join(d, "feats.scp"))
+    write(os.path.join(d, "feats.scp"), "".join(f"{u} {v}\n" for u, v in reversed(feats.items()) if u != "s2-u2")
+          + "zz-u1 /x.ark:1\n")
+    text = D.read_kv(os.path.join(d, "text"))
+    D.write_kv(os.path.join(d, "text"), {u: t for u, t in text.items() if u != "s3-u1"})
+    write(os.path.join(d, "spk2utt"), "junk line\n")
+    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+        kept, removed = D.fix_data_dir(d)
+    assert (kept, removed) == (4, 2)
+    assert "removed 2" in caplog.text and "not in feats.scp (e.g. s2-u2)" in caplog.text
+    assert "not in text (e.g. s3-u1)" in caplog.text
+    dd = D.validate_data_dir(d, need_feats=True)
+    assert dd.utts == ["s1-u1", "s1-u2", "s2-u1", "s2-u3"]
+    assert dd.spk2utt == {"s1": ["s1-u1", "s1-u2"], "s2": ["s2-u1", "s2-u3"]}
+    assert list(dd.utt2num_frames) == dd.utts and list(dd.wav_scp) == dd.utts
+    assert read(os.path.join(d, ".backup", "spk2utt")) == "junk line\n"
+    assert read(os.path.join(d, ".backup", "utt2spk")).startswith("s3-u1 s3\n")
+
+
+def test_fix_data_dir_segments_and_speakers(tmp_path):
+    d = make_dir(str(tmp_path), segments=True)
+    wav = D.read_kv(os.path.join(d, "wav.scp"))
+    D.write_kv(os.path.join(d, "wav.scp"), dict((k, v) for k, v in wav.items() if k != "rec-s2"),)
+    write(os.path.join(d, "spk2gender"), "s1 m\ns2 f\n")
+    assert D.fix_data_dir(d) == (2, 4)  # s2 lost its recording, s3 has no gender
+    dd = D.validate_data_dir(d)
+    assert dd.utts == ["s1-u1", "s1-u2"] and list(dd.wav_scp) == ["rec-s1"] and dd.spk2gender == {"s1": "m"}
+
+
+def test_fix_data_dir_nothing_left(tmp_path):
+    d = make_dir(str(tmp_path))
+    write(os.path.join(d, "text"), "other-u1 hi\n")
+    with pytest.raises(DataError, match="no utterance is in all of"):
+        D.fix_data_dir(d)
+    with pytest.raises(DataError, match="utt2spk: missing"):
+        os.unlink(os.path.join(d, "utt2spk"))
+        D.fix_data_dir(d)
+
+
+# ----------------------------------------------------------------------------- split / subset
+
+def test_split_balanced_by_speaker(tmp_path):
+    counts = (("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1), ("f", 1))
+    d = make_dir(str(tmp_path), counts, feats=True, segments=True)
+    parts = D.split_data_dir(d, 2)
+    assert parts == [os.path.join(d, "split2", "1"), os.path.join(d, "split2", "2")]
+    full = D.load_data_dir(d)
+    seen = {}
+    sizes = []
+    for p in parts:
+        dd = D.validate_data_dir(p, need_feats=True)
+        sizes.append(len(dd.utts))
+        for s in dd.spk2utt:
+            assert s not in seen, f"speaker {s} in two parts"
+            seen[s] = p
+            assert dd.spk2utt[s] == full.spk2utt[s]  # whole speaker in one part
+        assert list(dd.feats_scp) == dd.utts and list(dd.segments) == dd.utts
+        assert set(dd.wav_scp) == {r for r, _, _ in dd.segments.values()}
+        assert dd.frame_shift == 0.01
+    assert sorted(seen) == sorted(full.spk2utt) and sizes == [8, 8]
+
+
+def test_split_clamps_to_speakers(tmp_path, caplog):
+    d = make_dir(str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+        parts = D.split_data_dir(d, 10)
+    assert len(parts) == 3 and all(p.startswith(os.path.join(d, "split3")) for p in parts)
+    assert "asked for 10 parts but there are only 3 speakers" in caplog.text
+    assert not os.path.exists(os.path.join(d, "split10"))
+    with pytest.raises(DataError, match=">= 1"):
+        D.split_data_dir(d, 0)
+
+
+def test_split_reuses_up_to_date_split(tmp_path):
+    d = make_dir(str(tmp_path))
+    p1 = D.split_data_dir(d, 2)[0]
+    t1 = os.stat(os.path.join(p1, "utt2spk")).st_mtime_ns
+    D.split_data_dir(d, 2)
+    assert os.stat(os.path.join(p1, "utt2spk")).st_mtime_ns == t1
+    D.write_kv(os.path.join(d, "text"), {u: "x" for u in D.load_data_dir(d).utts})  # source changed
+    st = os.stat(os.path.join(d, "text"))
+    os.utime(os.path.join(d, "text"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    D.split_data_dir(d, 2)
+    assert os.path.exists(os.path.join(p1, "text"))
+    os.unlink(os.path.join(d, "text"))  # a table removed: the split is stale too
+    D.split_data_dir(d, 2)
+    assert not os.path.exists(os.path.join(p1, "text"))
+
+
+def test_subset_by_utts_and_spks(tmp_path, caplog):
+    d = make_dir(str(tmp_path), segments=True, text=True)
+    dst = str(tmp_path / "sub")
+    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+        assert D.subset_data_dir(d, dst, utts=["s2-u3", "s1-u1", "nobody"]) == 2
+    assert "1 utterance id(s) not in the data dir" in caplog.text
+    dd = D.validate_data_dir(dst)
+    assert dd.utts == ["s1-u1", "s2-u3"] and set(dd.wav_scp) == {"rec-s1", "rec-s2"}
+    assert list(dd.text) == dd.utts
+    d2 = make_dir(str(tmp_path / "b"), feats=True)
+    D.subset_data_dir(d2, dst, spks=["s2"])
+    dd = D.validate_data_dir(dst, need_feats=True)
+    assert dd.utts == ["s2-u1", "s2-u2", "s2-u3"] and dd.segments is None and dd.text is None  # stale removed
+    with pytest.raises(DataError, match="no utterance"):
+        D.subset_data_dir(d2, dst, spks=["zz"])
+
+
+# ----------------------------------------------------------------------------- trials
+
+UTT2SPK = {f"{s}-u{k}": s for s, n in (("a", 4), ("b", 3), ("c", 2), ("d", 1)) for k in range(n)}
+
+
+def _check_trials(trials, utt2spk):
+    pairs = [(e, t) for e, t, _ in trials]
+    assert len(set(pairs)) == len(pairs)
+    for e, t, lab in trials:
+        assert e < t
+        assert lab == ("target" if utt2spk[e] == utt2spk[t] else "nontarget")
+
+
+def test_trials_all_pairs():
+    trials = D.make_trials(UTT2SPK)
+    _check_trials(trials, UTT2SPK)
+    n_tgt = sum(lab == "target" for *_, lab in trials)
+    assert n_tgt == 6 + 3 + 1 and len(trials) == 10 * 9 // 2
+    with_self = D.make_trials(UTT2SPK, exclude_same_utt=False)
+    assert sum(e == t for e, t, _ in with_self) == 10 and len(with_self) == 45 + 10
+    assert all(lab == "target" for e, t, lab in with_self if e == t)
+
+
+@pytest.mark.parametrize("n_target, n_nontarget", [(3, 5), (9, 34), (10, 35), (0, 1)])
+def test_trials_sampled_counts_and_determinism(n_target, n_nontarget):
+    trials = D.make_trials(UTT2SPK, n_target=n_target, n_nontarget=n_nontarget, seed=3)
+    _check_trials(trials, UTT2SPK)
+    assert sum(lab == "target" for *_, lab in trials) == n_target
+    assert sum(lab == "nontarget" for *_, lab in trials) == n_nontarget
+    assert D.make_trials(UTT2SPK, n_target=n_target, n_nontarget=n_nontarget, seed=3) == trials
+
+
+def test_trials_seed_changes_sample():
+    runs = {tuple(D.make_trials(UTT2SPK, n_target=3, n_nontarget=5, seed=s)) for s in range(5)}
+    assert len(runs) > 1
+
+
+def test_trials_errors(tmp_path):
+    with pytest.raises(DataError, match="at least 2 speakers"):
+        D.make_trials({"a-1": "a", "a-2": "a"})
+    with pytest.raises(DataError, match="asked for 11 target trials but only 10 exist"):
+        D.make_trials(UTT2SPK, n_target=11)
+    with pytest.raises(DataError, match="no target trials possible"):
+        D.make_trials({"a-1": "a", "b-1": "b"})
+    p = str(tmp_path / "trials")
+    D.write_trials(p, [("a-u0", "b-u1", "nontarget"), ("a-u0", "a-u1", "target")])
+    assert read(p) == "a-u0 b-u1 nontarget\na-u0 a-u1 target\n"
+
+
+# ----------------------------------------------------------------------------- wrappers / CLI
+
+def sh(script, *args, stdin=None, cwd=None):
+    return subprocess.run([os.path.join(REPO, "utils", script), *args], input=stdin, capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_wrappers_validate_split_fix(tmp_path):
+    d = make_dir(str(tmp_path))
+    r = sh("validate_data_dir.sh", "--no-feats", d)
+    assert r.returncode == 0, r.stderr
+    write(os.path.join(d, "utt2spk"), "s2-u1 s2\ns1-u1 s1\n")
+    r = sh("validate_data_dir.sh", d)
+    assert r.returncode == 1 and f"{d}/utt2spk:2: keys not sorted" in r.stderr and "Traceback" not in r.stderr
+    r = sh("fix_data_dir.sh", d)
+    assert r.returncode == 0 and read(os.path.join(d, "utt2spk")) == "s1-u1 s1\ns2-u1 s2\n"
+    r = sh("split_data.sh", d, "5")
+    assert r.returncode == 0 and r.stdout == "2\n" and "only 2 speakers" in r.stderr
+    assert os.path.isdir(os.path.join(d, "split2", "2"))
+
+
+def test_wrappers_tables_subset_trials(tmp_path):
+    r = sh("utt2spk_to_spk2utt.sh", stdin="b-1 b\na-2 a\na-1 a\n")
+    assert r.returncode == 0 and r.stdout == "a a-1 a-2\nb b-1\n", r.stderr
+    r = sh("spk2utt_to_utt2spk.sh", stdin=r.stdout)
+    assert r.stdout == "a-1 a\na-2 a\nb-1 b\n"
+    d = make_dir(str(tmp_path))
+    write(str(tmp_path / "spk.list"), "s1\ns3\n")
+    r = sh("subset_data_dir.sh", "--spk-list", str(tmp_path / "spk.list"), d, str(tmp_path / "sub"))
+    assert r.returncode == 0, r.stderr
+    assert list(D.read_kv(str(tmp_path / "sub" / "utt2spk"))) == ["s1-u1", "s1-u2", "s3-u1"]
+    trials = str(tmp_path / "trials")
+    r = sh("make_trials.sh", "--n-target", "1", "--n-nontarget", "2", os.path.join(d, "utt2spk"), trials)
+    assert r.returncode == 0, r.stderr
+    lines = read(trials).split("\n")[:-1]
+    assert len(lines) == 3 and sorted(x.split()[2] for x in lines) == ["nontarget", "nontarget", "target"]
+
+
+def test_cli_help():
+    for sub in ("validate", "split", "make-trials"):
+        r = subprocess.run([sys.executable, "-m", "fhvae.bin.data_dir", sub, "--help"], capture_output=True,
+                           text=True, cwd=REPO)
+        assert r.returncode == 0 and "usage:" in r.stdout
