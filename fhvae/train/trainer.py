@@ -255,7 +255,7 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.amp and self.device.type == "cuda"):
             out = self.ddp_model(x)
         loss, terms = losses.fhvae_loss(out, x, self.cache, local, n, t.alpha, cfg.model.z2_prior_var)
-        vals = {k: float(v.mean()) for k, v in terms.items()}
+        vals = {k: float(v.detach().mean()) for k, v in terms.items()}
         vals["loss"] = float(loss)
         self.opt.zero_grad(set_to_none=True)
         self.cache_opt.zero_grad(set_to_none=True)
