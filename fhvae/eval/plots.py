@@ -1,0 +1,333 @@
+"""Qualitative disentanglement checks (paper Sec. 5.2) and decoding of recombined latents.
+
+- t-SNE (Fig. 3): z1 and z2 of sampled segments, taken from an export at the segments' centre
+  frames, projected to 2-D (one embedding per latent) and coloured by each factor in turn.
+  A disentangled model clusters speaker/condition in z2 but not z1, and phone classes in z1 only.
+- Recombination (Fig. 4): segments decoded from [z1 of segment A_i, z2 of segment B_j].
+- Conversion: whole utterances decoded with their sequence-level factor replaced by a target
+  speaker's (see ``convert``).
+
+Figures are drawn on matplotlib ``Figure`` objects (no pyplot state) and written atomically.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+
+from fhvae.errors import DataError
+from fhvae.eval.labels import SetLabels, centre_frame, sample_segments
+from fhvae.eval.probes import encode_segments, read_segments, utt2frames
+from fhvae.export import frame_windows, load_model, segment_windows
+from fhvae.features.stats import VAR_FLOOR
+from fhvae.io.ark import ArkScpWriter, FeatReader
+from fhvae.io.atomic import atomic_open, atomic_write_text
+from fhvae.io.datadir import load_data_dir, read_kv
+from fhvae.models import losses
+
+log = logging.getLogger(__name__)
+
+TSNE_FACTORS = ("speaker", "condition", "phone_class")
+_FILE_NAME = {"speaker": "speaker", "condition": "condition", "phone_class": "phone"}
+
+
+def _save(fig, path, dpi=110):
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def _figure(w, h):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(w, h))
+
+
+# ------------------------------------------------------------------------------------------ t-SNE
+
+def tsne_embed(x, seed=0):
+    """t-SNE of x (N, d) -> (N, 2): PCA init, fixed seed, perplexity min(30, (N - 1) / 3)."""
+    from sklearn.manifold import TSNE
+    perplexity = float(min(30.0, max(1.0, (len(x) - 1) / 3)))
+    return TSNE(2, init="pca", random_state=seed, perplexity=perplexity,
+                learning_rate="auto").fit_transform(np.asarray(x, dtype=np.float64))
+
+
+def _colors(n):
+    import matplotlib
+    if n <= 10:
+        return matplotlib.colormaps["tab10"](np.arange(n))
+    if n <= 20:
+        return matplotlib.colormaps["tab20"](np.arange(n))
+    # many classes: spread over a rainbow, neighbours in label order far apart in colour
+    order = np.argsort(np.random.default_rng(0).permutation(n))
+    return matplotlib.colormaps["turbo"](order / (n - 1))
+
+
+def _scatter(ax, xy, labels, title):
+    """Points of xy coloured by label (unlabelled points are not drawn); legend if <= 12 classes."""
+    keep = np.array([y is not None for y in labels], dtype=bool)
+    classes = sorted(set(labels[keep].tolist()))
+    for c, color in zip(classes, _colors(len(classes))):
+        m = keep & (labels == c)
+        ax.scatter(xy[m, 0], xy[m, 1], s=5, color=color, alpha=0.7, label=str(c), linewidths=0)
+    ax.set_title(f"{title} ({len(classes)} classes, {int(keep.sum())} segments)", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(classes) <= 12:
+        ax.legend(fontsize=7, markerscale=2.5, loc="best", framealpha=0.7)
+
+
+def read_export_at(export_dir, segments, seg_len):
+    """z1, z2 of an export at the centre frames of ``segments`` [(utt, start)]: {latent: (N, dim)}."""
+    out = {}
+    for z in ("z1", "z2"):
+        rows = []
+        with FeatReader(os.path.join(export_dir, f"{z}.scp")) as reader:
+            cur, m = None, None
+            for u, s in segments:
+                if u != cur:
+                    cur, m = u, reader[u]
+                rows.append(m[centre_frame(s, seg_len)])
+        out[z] = np.stack(rows)
+    return out
+
+
+def plot_tsne(data_dir, export_dir, out_dir, *, seg_len=20, phone_classes=None, max_segments=2000,
+              seed=0):
+    """t-SNE of exported z1 and z2 of up to ``max_segments`` segments of ``data_dir``.
+
+    Writes tsne_{z1,z2}_{speaker,condition,phone}.png (phone = phone class) for the factors whose
+    labels exist, and tsne_grid.png (rows z1, z2; columns speaker, condition, phone class).
+    Returns the paths written.
+    """
+    scp = os.path.join(export_dir, "z1.scp")
+    if not os.path.isfile(scp):
+        raise DataError(f"{scp}: not found (run fhvae-export --data-dir {data_dir} --out-dir {export_dir})")
+    labels = SetLabels(data_dir, phone_classes)
+    with FeatReader(scp) as reader:
+        frames = {u: reader.shape(u)[0] for u in labels.utt_labels["speaker"] if u in reader}
+    if not frames:
+        raise DataError(f"{scp}: no utterance of {data_dir}/utt2spk (export of another set?)")
+    segs = sample_segments(frames, seg_len, max_segments, seed)
+    y = labels.segment_labels(segs, seg_len)
+    factors = [f for f in TSNE_FACTORS if f in y]
+    z = read_export_at(export_dir, segs, seg_len)
+    xy = {}
+    for name in ("z1", "z2"):
+        log.info("t-SNE of %s: %d segments", name, len(segs))
+        xy[name] = tsne_embed(z[name], seed)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name in ("z1", "z2"):
+        for f in factors:
+            fig = _figure(5, 5)
+            _scatter(fig.add_subplot(), xy[name], y[f], f"{name} / {f}")
+            path = os.path.join(out_dir, f"tsne_{name}_{_FILE_NAME[f]}.png")
+            _save(fig, path)
+            written.append(path)
+    fig = _figure(15, 10)
+    axes = fig.subplots(2, len(TSNE_FACTORS))
+    for i, name in enumerate(("z1", "z2")):
+        for j, f in enumerate(TSNE_FACTORS):
+            if f in y:
+                _scatter(axes[i, j], xy[name], y[f], f"{name} / {f}")
+            else:
+                axes[i, j].set_axis_off()
+                axes[i, j].text(0.5, 0.5, f"{name} / {f}: no labels", ha="center", va="center")
+    path = os.path.join(out_dir, "tsne_grid.png")
+    _save(fig, path)
+    written.append(path)
+    log.info("wrote %s", ", ".join(os.path.basename(p) for p in written))
+    return written
+
+
+# ------------------------------------------------------------------------------- decoding latents
+
+def unnormalize(x, stats):
+    """Inverse of ``stats.normalize``: x * sqrt(max(var, floor)) + mean, float32."""
+    return (x * np.sqrt(np.maximum(stats.var, VAR_FLOOR)) + stats.mean).astype(np.float32)
+
+
+@torch.inference_mode()
+def decode_means(model, z1, z2, seg_len, batch=4096):
+    """Decoder means: z1 (N, z1_dim), z2 (N, z2_dim) -> (N, seg_len, F) float32 numpy (normalized)."""
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(z1), batch):
+        mu, _ = model.decode(torch.as_tensor(z1[i:i + batch]).to(dev), torch.as_tensor(z2[i:i + batch]).to(dev),
+                             seg_len)
+        out.append(mu.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def pick_diverse(segments, utt_labels, n, rng):
+    """n segments of different utterances, greedily covering new (speaker, condition) values first."""
+    order = rng.permutation(len(segments))
+    spk, cond = utt_labels["speaker"], utt_labels.get("condition", {})
+    chosen, seen_spk, seen_cond, used = [], set(), set(), set()
+    for need_new_spk, need_new_cond in ((True, True), (True, False), (False, True), (False, False)):
+        for i in order:
+            u = segments[i][0]
+            if len(chosen) == n:
+                return chosen
+            if u in used or (need_new_spk and spk[u] in seen_spk) or (need_new_cond and cond.get(u) in seen_cond):
+                continue
+            chosen.append(segments[i])
+            used.add(u)
+            seen_spk.add(spk[u])
+            seen_cond.add(cond.get(u))
+    return chosen
+
+
+def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best", device="cpu"):
+    """Fig. 4: cell (i, j) is decoded from [z1 of A_i, z2 of B_j] (posterior means); the left column
+    shows the A segments, the top row the B segments. 2n segments of distinct utterances, covering
+    as many speakers/conditions as possible, taken from the middle of their utterances."""
+    model, cfg, stats = load_model(exp_dir, which, device)
+    L = cfg.data.seg_len
+    labels = SetLabels(data_dir)
+    frames = utt2frames(data_dir)
+    mid = [(u, (t - L) // 2) for u, t in sorted(frames.items()) if t >= L]
+    if len(mid) < 2 * n:
+        raise DataError(f"{data_dir}: recombination of {n} x {n} segments needs {2 * n} utterances of at "
+                        f"least {L} frames, found {len(mid)}")
+    picks = pick_diverse(mid, labels.utt_labels, 2 * n, np.random.default_rng(seed))
+    a, b = picks[0::2], picks[1::2]
+    x = read_segments(os.path.join(data_dir, "feats.scp"), a + b, L, stats)
+    z1, z2 = encode_segments(model, x)
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    dec = decode_means(model, z1[ii.ravel()], z2[n + jj.ravel()], L).reshape(n, n, L, -1)
+    orig = unnormalize(x, stats)
+    dec = unnormalize(dec, stats)
+    vmin, vmax = np.percentile(orig, [1, 99])
+
+    def name(seg):
+        u = seg[0]
+        c = labels.utt_labels.get("condition", {}).get(u)
+        return f"{labels.utt_labels['speaker'][u]}" + (f"/{c}" if c else "")
+
+    fig = _figure(1.6 * (n + 1), 1.9 * (n + 1))
+    axes = fig.subplots(n + 1, n + 1)
+    for r in range(n + 1):
+        for c in range(n + 1):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c == 0:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "row: z1 of A\ncolumn: z2 of B", ha="center", va="center", fontsize=8)
+                continue
+            img = orig[r - 1] if c == 0 else orig[n + c - 1] if r == 0 else dec[r - 1, c - 1]
+            ax.imshow(img.T, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+            if c == 0:
+                ax.set_ylabel(f"A{r}: {name(a[r - 1])}", fontsize=7)
+                ax.spines[:].set_color("red")
+            if r == 0:
+                ax.set_title(f"B{c}: {name(b[c - 1])}", fontsize=7)
+                ax.spines[:].set_color("red")
+    fig.suptitle(f"decoded [z1 of A, z2 of B] ({exp_dir}, {data_dir})", fontsize=9)
+    _save(fig, out_path)
+    log.info("wrote %s (A: %s; B: %s)", out_path, " ".join(u for u, _ in a), " ".join(u for u, _ in b))
+    return out_path
+
+
+# ------------------------------------------------------------------------------------- conversion
+
+def _windows(x, seg_len, mode):
+    """Decoding windows of x (T, F): ``segment``: non-overlapping, the last one ending at frame T
+    (edge-padded if T < seg_len) -> (windows (N, seg_len, F), starts); ``frame``: one window centred
+    on every frame (as the export) -> (windows (T, seg_len, F), None)."""
+    if mode == "frame":
+        return frame_windows(torch.from_numpy(x), seg_len).numpy(), None
+    T = len(x)
+    if T < seg_len:
+        x = np.concatenate([x, np.repeat(x[-1:], seg_len - T, axis=0)])
+    starts = list(range(0, max(T - seg_len, 0) + 1, seg_len))
+    if starts[-1] + seg_len < T:
+        starts.append(T - seg_len)
+    return np.stack([x[s:s + seg_len] for s in starts]), starts
+
+
+@torch.inference_mode()
+def _svector(model, cfg, x):
+    """The utterance's s-vector, as the export computes it: the MAP estimate of mu2,
+    sum_n zbar2_n / (N + sigma_z2^2), over its N dev_seg_shift segments."""
+    segs = segment_windows(torch.from_numpy(x), cfg.data.seg_len, cfg.data.dev_seg_shift)
+    _, z2 = encode_segments(model, segs.numpy())
+    return losses.map_mu2(torch.from_numpy(z2).sum(0), float(len(z2)), cfg.model.z2_prior_var).numpy()
+
+
+def convert_utterance(model, cfg, x, target_svector, mode="segment"):
+    """Convert normalized features x (T, F) to the target speaker; returns normalized (T, F).
+
+    With s_u the utterance's own s-vector and s_t the target's (the mean s-vector of the target
+    speaker's utterances), every window w is decoded as
+
+        x'(w) = E[p(x | z1 = zbar1(w), z2 = zbar2(w) + s_t - s_u)]
+
+    where zbar2(w), zbar1(w) are the posterior means of q(z2 | w) and q(z1 | w, zbar2(w)): the
+    sequence-level component of z2 (its prior mean) moves from s_u to s_t, the residual and z1 stay.
+    ``segment`` decodes non-overlapping windows (the last one may overlap and overwrites);
+    ``frame`` decodes a window centred on every frame and keeps its centre frame.
+    """
+    L = cfg.data.seg_len
+    shift = np.asarray(target_svector, dtype=np.float32) - _svector(model, cfg, x)
+    wins, starts = _windows(x, L, mode)
+    z1, z2 = encode_segments(model, wins)
+    dec = decode_means(model, z1, z2 + shift, L)
+    if mode == "frame":
+        return dec[:, centre_frame(0, L)]
+    out = np.empty((len(x), x.shape[1]), dtype=np.float32)
+    for s, y in zip(starts, dec):
+        out[s:s + L] = y[:len(x) - s]
+    return out
+
+
+def convert(exp_dir, data_dir, out_dir, svectors_scp, *, target_spk=None, src_utt2tgt=None, mode="segment",
+            which="best", device="cpu"):
+    """Convert the utterances of ``data_dir`` to target speakers (see ``convert_utterance``).
+
+    Targets: ``target_spk`` for every utterance, or ``src_utt2tgt`` (a file ``<utt> <target-spk>``;
+    only the listed utterances are converted). Target s-vectors come from ``svectors_scp`` (a
+    spk_svector.scp of fhvae-export). Writes out_dir/feats.{ark,scp} (un-normalized, FM, as many
+    frames as the input), utt2num_frames and utt2tgt. Returns the number of utterances.
+    """
+    if (target_spk is None) == (src_utt2tgt is None):
+        raise DataError("convert: give exactly one of target_spk and src_utt2tgt")
+    if mode not in ("segment", "frame"):
+        raise DataError(f"convert: mode must be 'segment' or 'frame', got {mode!r}")
+    model, cfg, stats = load_model(exp_dir, which, device)
+    dd = load_data_dir(data_dir)
+    feats_scp = os.path.join(data_dir, "feats.scp")
+    if dd.feats_scp is None:
+        raise DataError(f"{feats_scp}: missing (compute features first)")
+    if src_utt2tgt is not None:
+        utt2tgt = read_kv(src_utt2tgt, min_fields=2, max_fields=2, check_sorted=False)
+        unknown = [u for u in utt2tgt if u not in dd.feats_scp]
+        if unknown:
+            raise DataError(f"{src_utt2tgt}: {len(unknown)} utterance(s) not in {feats_scp}, e.g. {unknown[0]!r}")
+    else:
+        utt2tgt = {u: target_spk for u in dd.feats_scp}
+    with FeatReader(svectors_scp) as sv:
+        missing = sorted({t for t in utt2tgt.values() if t not in sv})
+        if missing:
+            raise DataError(f"{svectors_scp}: no s-vector for target speaker(s) {', '.join(missing[:5])} "
+                            f"(it has {len(sv)} speakers, e.g. {', '.join(sv.keys()[:3])})")
+        targets = {t: sv[t] for t in set(utt2tgt.values())}
+    for t, v in targets.items():
+        if v.shape != (cfg.model.z2_dim,):
+            raise DataError(f"{svectors_scp}: s-vector of {t!r} has shape {v.shape}, the model's z2 has "
+                            f"{cfg.model.z2_dim} dims")
+    os.makedirs(out_dir, exist_ok=True)
+    nframes = {}
+    with FeatReader(feats_scp) as reader, \
+            ArkScpWriter(os.path.join(out_dir, "feats.ark"), os.path.join(out_dir, "feats.scp")) as w:
+        for u in sorted(utt2tgt, key=lambda k: k.encode()):
+            x = stats.normalize(reader[u])
+            y = unnormalize(convert_utterance(model, cfg, x, targets[utt2tgt[u]], mode), stats)
+            w.write(u, y)
+            nframes[u] = len(y)
+    atomic_write_text(os.path.join(out_dir, "utt2num_frames"), "".join(f"{u} {n}\n" for u, n in nframes.items()))
+    atomic_write_text(os.path.join(out_dir, "utt2tgt"), "".join(f"{u} {utt2tgt[u]}\n" for u in nframes))
+    log.info("converted %d utterances of %s to %s -> %s/feats.scp", len(nframes), data_dir,
+             target_spk or src_utt2tgt, out_dir)
+    return len(nframes)
