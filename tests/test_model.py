@@ -1,0 +1,133 @@
+import copy
+
+import pytest
+import torch
+
+from fhvae.errors import ConfigError
+from fhvae.models import FHVAE, ModelConfig, losses
+from fhvae.models.fhvae import _LSTMLayer
+
+SMALL = dict(feat_dim=5, seg_len=6, z1_dim=3, z2_dim=4, z1_hidden=7, z2_hidden=6, dec_hidden=5)
+KEYS = ("z2_mu", "z2_logvar", "z2", "z1_mu", "z1_logvar", "z1", "x_mu", "x_logvar")
+
+
+def _pair(dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    fast = FHVAE(ModelConfig(**{**SMALL, **kw})).to(dtype)
+    plain = copy.deepcopy(fast)
+    plain.plain = True
+    return fast, plain
+
+
+def test_output_shapes_default_config():
+    torch.manual_seed(0)
+    model = FHVAE(ModelConfig())
+    out = model(torch.randn(3, 20, 80))
+    assert set(out) == set(KEYS)
+    for k in ("z1_mu", "z1_logvar", "z1", "z2_mu", "z2_logvar", "z2"):
+        assert out[k].shape == (3, 32), k
+    assert out["x_mu"].shape == out["x_logvar"].shape == (3, 20, 80)
+    # paper sizes: 2-layer 256-cell LSTMs, heads on the last states of both layers (512)
+    assert model.z2_lstm.num_layers == 2 and model.z2_lstm.hidden_size == 256
+    assert model.z2_mu.in_features == model.z1_mu.in_features == 512
+    assert model.z1_lstm.input_size == 80 + 32 and model.dec_lstm.input_size == 64
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_fast_and_plain_give_same_outputs_and_gradients(dtype, tol):
+    fast, plain = _pair(dtype)
+    x = torch.randn(4, 6, 5, dtype=dtype)
+    grads = []
+    for model in (fast, plain):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        out = model(xi)
+        loss = sum((v * torch.linspace(-1, 1, v.numel(), dtype=dtype).view_as(v)).sum() for v in out.values())
+        loss.backward()
+        grads.append((out, xi.grad, {n: p.grad for n, p in model.named_parameters()}))
+    (o1, gx1, gp1), (o2, gx2, gp2) = grads
+    for k in KEYS:
+        torch.testing.assert_close(o1[k], o2[k], rtol=tol, atol=tol)
+    torch.testing.assert_close(gx1, gx2, rtol=tol, atol=tol)
+    assert gp1.keys() == gp2.keys()
+    for n in gp1:
+        assert gp1[n] is not None and gp1[n].abs().sum() > 0, n
+        torch.testing.assert_close(gp1[n], gp2[n], rtol=tol, atol=tol, msg=n)
+
+
+@pytest.mark.parametrize("T", [1, 3, 17])
+def test_encoders_accept_any_length(T):
+    fast, plain = _pair()
+    x = torch.randn(2, T, 5, dtype=torch.float64)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            m1, v1 = fast.encode_z2(x)
+            m2, v2 = plain.encode_z2(x)
+            torch.testing.assert_close((m1, v1), (m2, v2))
+            assert m1.shape == v1.shape == (2, 4)
+            z1a, z1b = fast.encode_z1(x, m1), plain.encode_z1(x, m2)
+            torch.testing.assert_close(z1a, z1b)
+            assert z1a[0].shape == (2, 3)
+            xm, xv = fast.decode(z1a[0], m1, T)
+            torch.testing.assert_close((xm, xv), plain.decode(z1b[0], m2, T))
+            assert xm.shape == (2, T, 5)
+
+
+def test_forward_conditions_z1_on_sampled_z2_and_decodes_samples():
+    fast, _ = _pair()
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    out = fast(x)
+    assert not torch.allclose(out["z2"], out["z2_mu"])
+    z1_mu, z1_lv = fast.encode_z1(x, out["z2"])
+    torch.testing.assert_close((z1_mu, z1_lv), (out["z1_mu"], out["z1_logvar"]))
+    torch.testing.assert_close(fast.decode(out["z1"], out["z2"]), (out["x_mu"], out["x_logvar"]))
+
+
+def test_sample_false_uses_means_deterministically():
+    fast, _ = _pair()
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    a, b = fast(x, sample=False), fast(x, sample=False)
+    assert torch.equal(a["z1"], a["z1_mu"]) and torch.equal(a["z2"], a["z2_mu"])
+    for k in KEYS:
+        assert torch.equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("const", [False, True])
+def test_lstm_layer_backward_gradcheck(const):
+    g = torch.Generator().manual_seed(0)
+    H, T, B = 3, 4, 2
+    shape = (4 * H, B) if const else (4 * H, T, B)
+    gx = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (0.5 * torch.randn(4 * H, H, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: _LSTMLayer.apply(a, b, T), (gx, w))
+
+
+def test_bad_config_raises_config_error():
+    with pytest.raises(ConfigError, match="model.z1_dim"):
+        ModelConfig(z1_dim=0)
+    with pytest.raises(ConfigError, match="model.z2_prior_var"):
+        ModelConfig(z2_prior_var=0.0)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = FHVAE(ModelConfig(feat_dim=4, seg_len=5, z1_dim=2, z2_dim=2, z1_hidden=8, z2_hidden=8, dec_hidden=8))
+    K = 3
+    cache = torch.nn.Parameter(torch.zeros(K, 2))
+    opt = torch.optim.Adam(list(model.parameters()) + [cache], lr=1e-2, betas=(0.95, 0.999))
+    idx = torch.arange(12) % K
+    x = torch.randn(12, 5, 4) * 0.3 + torch.randn(K, 1, 4)[idx]  # 3 sequences with distinct offsets
+    n = torch.full((12,), 4.0)
+
+    @torch.no_grad()
+    def loss_at():
+        torch.manual_seed(123)
+        return float(losses.fhvae_loss(model(x), x, cache, idx, n)[0])
+
+    before = loss_at()
+    for _ in range(30):
+        loss, _ = losses.fhvae_loss(model(x), x, cache, idx, n)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss_at() < before - 1.0
