@@ -239,6 +239,30 @@ def test_tsne_uses_exported_latents_at_segment_centres(setup):
     np.testing.assert_allclose(z["z2"], z2, atol=1e-5)
 
 
+def test_recombine_pairs_z1_of_rows_with_z2_of_columns(setup):
+    d, exp, _ = setup
+    model, cfg, stats = load_model(exp)
+    x = probes.read_segments(str(d / "test" / "feats.scp"), [("spk10-u00", 0), ("spk11-u00", 0),
+                                                             ("spk12-u00", 0), ("spk13-u00", 0)], 10, stats)
+    grid = plots.recombine(model, x[:2], x[2:])
+    assert grid.shape == (2, 2, 10, 8)
+    z1, z2 = probes.encode_segments(model, x)
+    np.testing.assert_allclose(grid[0, 1], plots.decode_means(model, z1[[0]], z2[[3]], 10)[0], atol=1e-5)
+    np.testing.assert_allclose(grid[1, 0], plots.decode_means(model, z1[[1]], z2[[2]], 10)[0], atol=1e-5)
+
+
+def test_pick_diverse_covers_speakers_and_conditions_first():
+    segs = [("a1", 0), ("a2", 0), ("a3", 0), ("b1", 0), ("c1", 0)]
+    spk = {"a1": "a", "a2": "a", "a3": "a", "b1": "b", "c1": "c"}
+    cond = {"a1": "clean", "a2": "noise", "a3": "tel", "b1": "clean", "c1": "clean"}
+    for seed in range(5):
+        got = plots.pick_diverse(segs, {"speaker": spk, "condition": cond}, 3, np.random.default_rng(seed))
+        assert len({u for u, _ in got}) == 3 and {spk[u] for u, _ in got} == {"a", "b", "c"}
+        # 4 picks: all three speakers, and two of them from a's utterances (new conditions)
+        got = plots.pick_diverse(segs, {"speaker": spk, "condition": cond}, 4, np.random.default_rng(seed))
+        assert {spk[u] for u, _ in got} == {"a", "b", "c"} and len({u for u, _ in got}) == 4
+
+
 # -------------------------------------------------------------------------------------- conversion
 
 def test_convert_writes_same_frame_counts(setup, tmp_path):

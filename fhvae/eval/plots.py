@@ -160,9 +160,11 @@ def decode_means(model, z1, z2, seg_len, batch=4096):
 
 
 def pick_diverse(segments, utt_labels, n, rng):
-    """n segments of different utterances, greedily covering new (speaker, condition) values first."""
+    """n segments of different utterances, greedily covering new (speaker, condition) values first.
+
+    segments [(utt, start)]; utt_labels {"speaker": {utt: spk}, "condition": {utt: cond}}."""
     order = rng.permutation(len(segments))
-    spk, cond = utt_labels["speaker"], utt_labels.get("condition", {})
+    spk, cond = utt_labels["speaker"], utt_labels["condition"]
     chosen, seen_spk, seen_cond, used = [], set(), set(), set()
     for need_new_spk, need_new_cond in ((True, True), (True, False), (False, True), (False, False)):
         for i in order:
@@ -178,32 +180,44 @@ def pick_diverse(segments, utt_labels, n, rng):
     return chosen
 
 
+def recombine(model, xa, xb):
+    """Normalized segments xa (n_a, L, F), xb (n_b, L, F) -> (n_a, n_b, L, F): cell (i, j) is the
+    decoder mean given [z1 of xa_i, z2 of xb_j] (posterior means)."""
+    L = xa.shape[1]
+    z1a, _ = encode_segments(model, xa)
+    _, z2b = encode_segments(model, xb)
+    ii, jj = np.meshgrid(np.arange(len(xa)), np.arange(len(xb)), indexing="ij")
+    return decode_means(model, z1a[ii.ravel()], z2b[jj.ravel()], L).reshape(len(xa), len(xb), L, -1)
+
+
 def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best", device="cpu"):
     """Fig. 4: cell (i, j) is decoded from [z1 of A_i, z2 of B_j] (posterior means); the left column
     shows the A segments, the top row the B segments. 2n segments of distinct utterances, covering
-    as many speakers/conditions as possible, taken from the middle of their utterances."""
+    as many speakers/conditions as possible, taken from the middle of their utterances (n is
+    reduced, with a warning, when the set has fewer than 2n utterances)."""
     model, cfg, stats = load_model(exp_dir, which, device)
     L = cfg.data.seg_len
-    labels = SetLabels(data_dir)
+    dd = load_data_dir(data_dir)
+    utt_labels = {"speaker": dd.utt2spk, "condition": dd.utt2cond or {}}
     frames = utt2frames(data_dir)
     mid = [(u, (t - L) // 2) for u, t in sorted(frames.items()) if t >= L]
+    if len(mid) < 2:
+        raise DataError(f"{data_dir}: recombination needs 2 utterances of at least {L} frames, found {len(mid)}")
     if len(mid) < 2 * n:
-        raise DataError(f"{data_dir}: recombination of {n} x {n} segments needs {2 * n} utterances of at "
-                        f"least {L} frames, found {len(mid)}")
-    picks = pick_diverse(mid, labels.utt_labels, 2 * n, np.random.default_rng(seed))
+        log.warning("%s: only %d utterances of at least %d frames: recombining %d x %d segments instead of "
+                    "%d x %d", data_dir, len(mid), L, len(mid) // 2, len(mid) // 2, n, n)
+        n = len(mid) // 2
+    picks = pick_diverse(mid, utt_labels, 2 * n, np.random.default_rng(seed))
     a, b = picks[0::2], picks[1::2]
     x = read_segments(os.path.join(data_dir, "feats.scp"), a + b, L, stats)
-    z1, z2 = encode_segments(model, x)
-    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    dec = decode_means(model, z1[ii.ravel()], z2[n + jj.ravel()], L).reshape(n, n, L, -1)
     orig = unnormalize(x, stats)
-    dec = unnormalize(dec, stats)
+    dec = unnormalize(recombine(model, x[:n], x[n:]), stats)
     vmin, vmax = np.percentile(orig, [1, 99])
 
     def name(seg):
         u = seg[0]
-        c = labels.utt_labels.get("condition", {}).get(u)
-        return f"{labels.utt_labels['speaker'][u]}" + (f"/{c}" if c else "")
+        c = utt_labels["condition"].get(u)
+        return utt_labels["speaker"][u] + (f"/{c}" if c else "")
 
     fig = _figure(1.6 * (n + 1), 1.9 * (n + 1))
     axes = fig.subplots(n + 1, n + 1)
