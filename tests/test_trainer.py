@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fhvae import config
-from fhvae.errors import ConfigError, TrainingError
+from fhvae.errors import ConfigError, FhvaeError, TrainingError
 from fhvae.export import export
 from fhvae.train import checkpoint as ckpt
 from fhvae.train.trainer import Trainer, prepare_exp_dir
@@ -191,3 +191,42 @@ def test_sigkill_and_restart_gives_same_model(sets):
     subprocess.run(base + ["--exp-dir", exp] + over, check=True, env=env, capture_output=True)
     assert_same_weights(weights(f"{d}/ref"), weights(exp))
     assert_same_weights(weights(f"{d}/ref", "best"), weights(exp, "best"))
+
+
+def test_full_disk_cli_message(sets):
+    """A file-size limit (as a full disk): one clear line naming the checkpoint, no traceback, and no
+    checkpoint committed (the step dir with partial parts is never named by 'last')."""
+    d = str(sets)
+    over = [a for k, v in TINY for a in (f"--{k}", str(v))]
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
+            "from fhvae.bin.train import main; main(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev",
+                        "--exp-dir", f"{d}/full"] + over, env=dict(os.environ, PYTHONPATH=os.getcwd()),
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "cannot write checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert ckpt.last_step_dir(os.path.join(d, "full", "checkpoints")) is None
+
+
+def test_full_disk_keeps_previous_checkpoint_and_resumes(sets, monkeypatch):
+    ref = str(sets / "ref")
+    train(sets, ref)
+    exp = str(sets / "full")
+    orig = ckpt.atomic_open
+
+    def full_disk_open(path, mode="w", **kw):
+        if "step00000006" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        return orig(path, mode, **kw)
+
+    monkeypatch.setattr(ckpt, "atomic_open", full_disk_open)
+    with pytest.raises(FhvaeError, match="cannot write checkpoint .*No space left.*previous checkpoint is kept"):
+        train(sets, exp)
+    monkeypatch.undo()
+    last = ckpt.last_step_dir(os.path.join(exp, "checkpoints"))
+    assert last.endswith("step00000003")
+    ckpt.load_part(last, "model")   # intact and readable
+    train(sets, exp)
+    assert_same_weights(weights(ref), weights(exp))
+

@@ -20,6 +20,10 @@ def run_cli(prog, fn, argv=None):
     except FhvaeError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:   # disk full, permission denied, ...: one clear line, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)

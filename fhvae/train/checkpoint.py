@@ -18,8 +18,12 @@ from fhvae.io.atomic import atomic_open, atomic_write_text
 
 
 def _save(obj, path):
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as e:   # torch.save reports a full disk as RuntimeError
+        raise FhvaeError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is kept "
+                         f"(free space and re-run the same command to resume)") from None
 
 
 def step_dir(ckpt_dir, step):

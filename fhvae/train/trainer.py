@@ -256,7 +256,7 @@ class Trainer:
             out = self.ddp_model(x)
         loss, terms = losses.fhvae_loss(out, x, self.cache, local, n, t.alpha, cfg.model.z2_prior_var)
         vals = {k: float(v.detach().mean()) for k, v in terms.items()}
-        vals["loss"] = float(loss)
+        vals["loss"] = float(loss.detach())
         self.opt.zero_grad(set_to_none=True)
         self.cache_opt.zero_grad(set_to_none=True)
         if not all(map(math.isfinite, vals.values())):
