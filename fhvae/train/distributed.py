@@ -31,6 +31,14 @@ class Dist:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def all_true(self, flag):
+        """True on every rank iff ``flag`` is True on every rank (so all ranks skip a batch together)."""
+        if self.world == 1:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item() > 0)
+
     def barrier(self):
         if self.world > 1:
             dist.barrier()

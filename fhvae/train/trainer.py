@@ -259,8 +259,8 @@ class Trainer:
         vals["loss"] = float(loss.detach())
         self.opt.zero_grad(set_to_none=True)
         self.cache_opt.zero_grad(set_to_none=True)
-        if not all(map(math.isfinite, vals.values())):
-            bad = ", ".join(f"{k}={v}" for k, v in vals.items() if not math.isfinite(v))
+        if not self.dist.all_true(all(map(math.isfinite, vals.values()))):
+            bad = ", ".join(f"{k}={v}" for k, v in vals.items() if not math.isfinite(v)) or "on another rank"
             if t.on_nonfinite == "stop":
                 raise TrainingError(f"non-finite loss at step {st['step'] + 1} (block {st['block']}, "
                                     f"batch {st['pos']}): {bad}. Lower train.lr, check the features, or "
