@@ -1,0 +1,257 @@
+"""Mini corpus recipe (egs/mini/v1/local/data.sh): a tiny corpus, checked file by file."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from fhvae.errors import FhvaeError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCAL = os.path.join(REPO, "egs", "mini", "v1", "local")
+DATA_SH = os.path.join(LOCAL, "data.sh")
+TINY = ["--num-train-spk", "3", "--num-test-spk", "2", "--utts-per-spk", "4", "--num-dev-utts", "2"]
+SETS = ("train", "dev", "test")
+FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "utt2cond", "spk2gender", "phones.ctm")
+
+spec = importlib.util.spec_from_file_location("make_mini_corpus", os.path.join(LOCAL, "make_mini_corpus.py"))
+mmc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mmc)
+
+
+def run_data_sh(corpus, data, *opts):
+    p = subprocess.run(["bash", DATA_SH, *TINY, *opts, str(corpus), str(data)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout + p.stderr
+
+
+def lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def table(path):
+    return dict(line.split(None, 1) for line in lines(path))
+
+
+def snapshot(root):
+    """{relative path: bytes} of every file under root."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(d, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    log = run_data_sh(root / "corpus", root / "data", "--seed", "1", "--nj", "2")
+    return root, log
+
+
+def test_data_dirs_are_kaldi_valid(corpus):
+    root, _ = corpus
+    for s in SETS:
+        d = root / "data" / s
+        for name in FILES:
+            keys = [line.split()[0] for line in lines(d / name)]
+            assert keys, f"{s}/{name} is empty"
+            if name != "phones.ctm":
+                assert keys == sorted(keys, key=lambda k: k.encode()), f"{s}/{name} not in C order"
+                assert len(set(keys)) == len(keys), f"{s}/{name} has duplicate keys"
+        utt2spk = table(d / "utt2spk")
+        for name in ("wav.scp", "text", "utt2cond"):
+            assert list(table(d / name)) == list(utt2spk), f"{s}/{name} keys differ from utt2spk"
+        assert all(u.startswith(spk + "-") for u, spk in utt2spk.items())
+        spk2utt = {k: v.split() for k, v in table(d / "spk2utt").items()}
+        assert spk2utt == {spk: sorted(u for u in utt2spk if utt2spk[u] == spk) for spk in set(utt2spk.values())}
+        gender = table(d / "spk2gender")
+        assert list(gender) == list(spk2utt)
+        assert all(g == spk[-1] and g in "mf" for spk, g in gender.items())
+        assert all(len(t.split()) >= 3 for t in table(d / "text").values())
+        assert all(os.path.isabs(p) and os.path.isfile(p) for p in table(d / "wav.scp").values())
+    try:
+        from fhvae.io.datadir import validate_data_dir
+    except ImportError:
+        return
+    for s in SETS:
+        validate_data_dir(str(root / "data" / s))
+
+
+def test_sizes_and_speaker_split(corpus):
+    root, _ = corpus
+    spks = {s: set(table(root / "data" / s / "spk2utt")) for s in SETS}
+    utts = {s: set(table(root / "data" / s / "utt2spk")) for s in SETS}
+    assert len(spks["train"]) == 3 and len(spks["test"]) == 2
+    assert spks["dev"] == spks["train"]
+    assert not spks["test"] & spks["train"], "test speakers must be disjoint from train"
+    assert not utts["dev"] & utts["train"], "dev utterances must be held out of train"
+    assert len(utts["train"]) == 3 * 4 and len(utts["dev"]) == 3 * 2 and len(utts["test"]) == 2 * 4
+    assert {spk[-1] for spk in spks["train"]} == {"m", "f"}
+
+
+def test_wavs_are_16k_int16_mono_and_match_ctm(corpus):
+    root, _ = corpus
+    for s in SETS:
+        d = root / "data" / s
+        ctm = {}
+        for line in lines(d / "phones.ctm"):
+            utt, ch, start, dur, phone = line.split()
+            assert ch == "1"
+            ctm.setdefault(utt, []).append((float(start), float(dur), phone))
+        assert list(ctm) == list(table(d / "utt2spk")), "phones.ctm must list every utterance, in order"
+        for utt, path in table(d / "wav.scp").items():
+            with wave.open(path) as w:
+                assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16000)
+            rate, x = wavfile.read(path)
+            assert x.dtype == np.int16 and x.ndim == 1
+            dur = len(x) / rate
+            assert 1.5 <= dur <= 4.0
+            phones = ctm[utt]
+            assert phones[0][0] == 0.0
+            for (s0, d0, _), (s1, _, _) in zip(phones, phones[1:]):
+                assert d0 > 0 and s1 == pytest.approx(s0 + d0, abs=1e-6), f"{utt}: phones must tile the audio"
+            assert phones[-1][0] + phones[-1][1] == pytest.approx(dur, abs=1e-6)
+
+
+def test_conditions_and_phone_classes(corpus):
+    root, _ = corpus
+    classes = dict(line.split() for line in lines(os.path.join(LOCAL, "phone_classes.txt")))
+    assert set(classes.values()) == {"SON", "OBS", "SIL"}
+    for s in ("train", "test"):
+        d = root / "data" / s
+        utt2spk, utt2cond = table(d / "utt2spk"), table(d / "utt2cond")
+        assert set(utt2cond.values()) == set(mmc.CONDITIONS)
+        for spk in set(utt2spk.values()):  # condition is not confounded with speaker
+            assert {utt2cond[u] for u in utt2spk if utt2spk[u] == spk} == set(mmc.CONDITIONS)
+    seen = {line.split()[4] for s in SETS for line in lines(root / "data" / s / "phones.ctm")}
+    assert seen <= set(classes), f"phones without a class: {seen - set(classes)}"
+    assert {classes[p] for p in seen} == {"SON", "OBS", "SIL"}
+
+
+def _band_power(x, lo, hi, rate=16000):
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / rate)
+    return spec[(f >= lo) & (f < hi)].sum() / spec.sum()
+
+
+def test_audio_matches_condition_and_alignment(corpus):
+    """Leading SIL (padding) vs the rest: clean ~50 dB down, noise ~15 dB down (SNR 15 dB);
+    telephone: no energy outside 200-4000 Hz."""
+    root, _ = corpus
+    for s in SETS:
+        d = root / "data" / s
+        wavs, conds = table(d / "wav.scp"), table(d / "utt2cond")
+        first = {}
+        for line in lines(d / "phones.ctm"):
+            utt, _, _, dur, phone = line.split()
+            first.setdefault(utt, (phone, float(dur)))
+        for utt, path in wavs.items():
+            x = wavfile.read(path)[1].astype(np.float64)
+            phone, dur = first[utt]
+            assert phone == "SIL" and dur >= 0.1
+            n = round(dur * 16000) - 160  # 10 ms off the first phone
+            ratio_db = 10 * np.log10(np.mean(x[:n] ** 2) / np.mean(x[n + 160:] ** 2))
+            if conds[utt] == "noise":
+                assert -22 < ratio_db < -8, (utt, ratio_db)
+            else:
+                assert ratio_db < -40, (utt, ratio_db)
+            if conds[utt] == "telephone":
+                assert _band_power(x, 4000, 8000) < 1e-3, utt
+                assert _band_power(x, 0, 200) < 1e-3, utt
+
+
+def test_trials(corpus):
+    root, _ = corpus
+    utt2spk = table(root / "data" / "test" / "utt2spk")
+    trials = [line.split() for line in lines(root / "data" / "test" / "trials")]
+    pairs = [(a, b) for a, b, _ in trials]
+    assert len(set(pairs)) == len(pairs)
+    for a, b, label in trials:
+        assert a != b and a in utt2spk and b in utt2spk
+        assert label == ("target" if utt2spk[a] == utt2spk[b] else "nontarget")
+    n_target = sum(1 for *_, lab in trials if lab == "target")
+    assert n_target == 2 * 6  # all same-speaker pairs of 2 speakers x 4 utterances
+    assert len(trials) - n_target == n_target
+
+
+def test_make_trials_large_pool_samples_without_repeats():
+    utt2spk = {f"s{s:02d}-u{u:02d}": f"s{s:02d}" for s in range(20) for u in range(3)}
+    trials = [line.split() for line in mmc.make_trials(utt2spk, seed=5)]
+    assert len({(a, b) for a, b, _ in trials}) == len(trials) == 2 * 20 * 3
+    assert all((utt2spk[a] == utt2spk[b]) == (lab == "target") and a < b for a, b, lab in trials)
+    assert mmc.make_trials(utt2spk, seed=5) == mmc.make_trials(utt2spk, seed=5)
+    assert mmc.make_trials(utt2spk, seed=5) != mmc.make_trials(utt2spk, seed=6)
+
+
+def test_tile_phones_maps_times_through_vtl_and_padding():
+    events = [(0, "D"), (50, "@"), (100, "_:"), (150, "k"), (200, "_")]
+    n22 = mmc.ESPEAK_RATE * 200 // 1000  # 200 ms of espeak audio
+    assert mmc.tile_phones(events, n22, 1.0, 100, 500) == [
+        (0, 100, "SIL"), (100, 150, "D"), (150, 200, "@"), (200, 250, "SIL"), (250, 300, "k"), (300, 500, "SIL")]
+    # vtl 2: espeak time halves; a late first event leaves leading silence; same-time events drop the first
+    events = [(20, "D"), (20, "d"), (60, "@"), (200, "_")]
+    assert mmc.tile_phones(events, n22, 2.0, 10, 200) == [
+        (0, 20, "SIL"), (20, 40, "d"), (40, 110, "@"), (110, 200, "SIL")]
+
+
+def test_deterministic_skip_and_seed(corpus, tmp_path):
+    root, log = corpus
+    assert "nothing to do" not in log
+    # same seed, other --nj, same paths: byte-identical audio and data dirs
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.move(str(root / "corpus"), str(work / "a_corpus"))
+    shutil.move(str(root / "data"), str(work / "a_data"))
+    try:
+        run_data_sh(root / "corpus", root / "data", "--seed", "1", "--nj", "1")
+        assert snapshot(root / "corpus") == snapshot(work / "a_corpus")
+        assert snapshot(root / "data") == snapshot(work / "a_data")
+        # complete outputs: skipped, nothing rewritten
+        mtimes = {p: os.stat(os.path.join(root, "data", p)).st_mtime_ns for p in snapshot(root / "data")}
+        assert "nothing to do" in run_data_sh(root / "corpus", root / "data", "--seed", "1")
+        assert mtimes == {p: os.stat(os.path.join(root, "data", p)).st_mtime_ns for p in snapshot(root / "data")}
+        # another seed: regenerated (the marker is stale), different text and audio
+        other = tmp_path / "seed2"
+        run_data_sh(other / "corpus", other / "data", "--seed", "2")
+        assert lines(other / "data" / "train" / "text") != lines(root / "data" / "train" / "text")
+        a = snapshot(root / "corpus" / "wav")
+        b = snapshot(other / "corpus" / "wav")
+        assert all(a[k] != b[k] for k in set(a) & set(b))
+        assert open(other / "corpus" / "speakers.txt").read() != open(root / "corpus" / "speakers.txt").read()
+    finally:  # leave the module fixture as it was
+        shutil.rmtree(root / "corpus", ignore_errors=True)
+        shutil.rmtree(root / "data", ignore_errors=True)
+        shutil.move(str(work / "a_corpus"), str(root / "corpus"))
+        shutil.move(str(work / "a_data"), str(root / "data"))
+
+
+def test_missing_libespeak_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(mmc, "LIBESPEAK", "libespeak-ng-missing.so.9")
+    with pytest.raises(FhvaeError, match=r"make debian \(or sudo apt-get install espeak-ng sox\)"):
+        mmc.make_corpus(tmp_path / "c", tmp_path / "d", num_train_spk=1, num_test_spk=2, utts_per_spk=3)
+
+
+def test_data_sh_usage_errors(tmp_path):
+    p = subprocess.run(["bash", DATA_SH, str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode != 0 and "Usage" in p.stderr
+    p = subprocess.run(["bash", DATA_SH, "--bogus", "1", "a", "b"], capture_output=True, text=True)
+    assert p.returncode != 0 and "--bogus" in p.stderr
+
+
+def test_speakers_are_distinct_and_reproducible():
+    a = mmc.make_speakers(3, 24, 8)
+    assert a == mmc.make_speakers(3, 24, 8)
+    assert len({s.voice for s in a}) == len(a)
+    assert [s.part for s in a].count("test") == 8
+    assert all(0.85 <= s.vtl <= 1.15 for s in a)
+    assert len({(s.pitch, s.rate, s.vtl_up) for s in a}) == len(a)
+    assert [s.spk for s in a] == sorted(s.spk for s in a)
