@@ -243,7 +243,7 @@ class Espeak:
         if wav and n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         i = 0
-        while events[i].type != EVENT_LIST_TERMINATED:
+        while events and events[i].type != EVENT_LIST_TERMINATED:
             if events[i].type == EVENT_PHONEME:
                 name = events[i].id.string.decode("utf-8", "replace")  # c_char array: up to the first NUL
                 self._events.append((events[i].audio_position, name))
@@ -290,7 +290,7 @@ def apply_condition(x, cond, rng):
         y = signal.sosfiltfilt(_TELEPHONE_SOS, y)
         mu = 255.0
         c = np.sign(y) * np.log1p(mu * np.minimum(np.abs(y), 1.0)) / np.log1p(mu)
-        c = np.round(c * 127.5) / 127.5  # 8-bit code
+        c = np.round(c * 127) / 127  # 8-bit code (255 levels)
         y = np.sign(c) * np.expm1(np.abs(c) * np.log1p(mu)) / mu
     elif cond != "clean":
         raise ValueError(cond)
@@ -462,13 +462,13 @@ def write_data_dir(path, records, speakers, trials_seed=None):
         atomic_write_text(os.path.join(path, name), text)
 
 
-def _complete(data_dir, marker, stamp):
-    """True if the marker holds ``stamp`` and every wav.scp entry exists."""
+def _complete(data_dir, sets, marker, stamp):
+    """True if the marker holds ``stamp`` and every wav.scp entry of ``sets`` exists."""
     try:
         with open(marker, encoding="utf-8") as f:
             if f.read() != stamp:
                 return False
-        for s in ("train", "dev", "test"):
+        for s in sets:
             with open(os.path.join(data_dir, s, "wav.scp"), encoding="utf-8") as f:
                 if not all(os.path.isfile(line.split(None, 1)[1].strip()) for line in f):
                     return False
@@ -493,7 +493,8 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
     marker = os.path.join(data_dir, ".mini_corpus.done")
     stamp = (f"{VERSION} seed={seed} num_train_spk={num_train_spk} num_test_spk={num_test_spk} "
              f"utts_per_spk={utts_per_spk} num_dev_utts={num_dev_utts} corpus_dir={corpus_dir}\n")
-    if _complete(data_dir, marker, stamp):
+    sets = ("train", "dev", "test") if num_dev_utts > 0 else ("train", "test")
+    if _complete(data_dir, sets, marker, stamp):
         log.info("%s is complete for these options (%s): nothing to do", data_dir, marker)
         return False
     load_libespeak()  # fail early with the install hint
@@ -508,6 +509,8 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
              n_utts, len(speakers), num_train_spk, num_test_spk, nj, wav_dir)
     if os.path.exists(marker):
         os.remove(marker)
+    if os.path.isdir(wav_dir):
+        shutil.rmtree(wav_dir)  # no stale speakers of an older corpus
     records = []
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(nj, maxtasksperchild=1) as pool:
