@@ -79,7 +79,8 @@ def scan_utterances(spk_dir):
     for stem, files in sorted(utts.items()):
         missing = [e.upper() for e in (".wav", ".phn", ".txt") if e not in files]
         if missing:
-            raise DataError(f"{os.path.join(spk_dir, stem.upper())}: missing {' and '.join(missing)} "
+            base = os.path.splitext(next(iter(files.values())))[0]
+            raise DataError(f"{base}: missing {' and '.join(missing)} "
                             f"(each TIMIT utterance has .WAV, .PHN and .TXT)")
     if not utts:
         raise DataError(f"{spk_dir}: no SI/SX utterances (.WAV/.PHN/.TXT) found")

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# LibriSpeech recipe (Hsu & Glass 2018, Sec. 4): FHVAE with hierarchical sampling (K = 5000) on any
+# training subsets (train-clean-100 by default, up to all 960 h); speaker verification on test-clean.
+#
+# Stages (the same numbers in every recipe):
+#   1 data preparation   local/data.sh -> data/{train,dev,test} (trials)
+#   2 fbank              fhvae-compute-fbank -> data/<set>/feats.scp, utt2num_frames
+#   3 stats              fhvae-compute-stats -> data/train/stats.npz
+#   4 training           fhvae-train -> exp/<tag>/{config.yaml,checkpoints,metrics.jsonl,training_curve.png}
+#   5 export             fhvae-export -> exp/<tag>/export/<set>/{z1,z2,svector,spk_svector}.scp
+#   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline
+#   7 plots and probes   fhvae-plot, fhvae-probe -> exp/<tag>/plots, exp/<tag>/probes
+#
+# Usage: ./run.sh --corpus-dir /export/corpora/LibriSpeech [--train-subsets "train-clean-100 train-clean-360"]
+#        (or put corpus_dir=/path/to/LibriSpeech in db.sh next to this script)
+set -euo pipefail
+
+stage=1
+stop_stage=7
+nj=4
+tag=fhvae
+corpus_dir=""        # the LibriSpeech/ directory (a relative path is taken from the caller's cwd)
+train_subsets="train-clean-100"   # all 960 h: "train-clean-100 train-clean-360 train-other-500"
+dev_subsets="dev-clean"
+test_subsets="test-clean"
+trial_utts_per_spk=20
+train_config=conf/train.yaml
+fbank_config=conf/fbank.yaml
+train_opts=""        # extra fhvae-train overrides, e.g. "--train.device cpu"
+sets="train dev test"
+
+help_message="Usage: $0 --corpus-dir /path/to/LibriSpeech [--stage N] [--stop-stage M] [--nj N] [--tag NAME]
+       [--train-opts '--train.device cpu'] [--sets 'train dev test']
+       [--train-subsets 'train-clean-100'] [--dev-subsets dev-clean] [--test-subsets test-clean]"
+caller_dir=$PWD
+cd "$(dirname "$0")"
+if [ -f ./db.sh ]; then . ./db.sh; fi
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+case "$corpus_dir" in /*|"") ;; *) corpus_dir=$caller_dir/$corpus_dir ;; esac
+
+exp=exp/$tag
+log_stage() { echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage $1: $2"; }
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log_stage 1 "data preparation (LibriSpeech at ${corpus_dir:-<unset>})"
+  if [ -z "$corpus_dir" ]; then
+    echo "$0: no corpus: pass --corpus-dir /path/to/LibriSpeech or set corpus_dir in $(pwd)/db.sh" >&2; exit 1
+  fi
+  local/data.sh --train-subsets "$train_subsets" --dev-subsets "$dev_subsets" --test-subsets "$test_subsets" \
+    --trial-utts-per-spk "$trial_utts_per_spk" "$corpus_dir" data
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log_stage 2 "fbank features"
+  for s in $sets; do
+    fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" \
+      data/$s exp/make_fbank/$s fbank
+    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
+    utils/validate_data_dir.sh data/$s
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log_stage 3 "global normalization stats"
+  fhvae-compute-stats data/train
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log_stage 4 "training ($exp)"
+  # shellcheck disable=SC2086
+  fhvae-train --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log_stage 5 "export z1, z2, s-vectors"
+  for s in $sets; do
+    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s"
+  done
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log_stage 6 "speaker verification on test-clean (s-vectors vs fbank mean+std baseline)"
+  for s in train test; do
+    fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
+  done
+  for backend in cosine plda; do
+    fhvae-score-sv --trials data/test/trials --vectors "$exp/export/test/svector.scp" \
+      --train-vectors "$exp/export/train/svector.scp" --train-utt2spk data/train/utt2spk \
+      --backend $backend --out-dir "$exp/sv/svector_$backend"
+    fhvae-score-sv --trials data/test/trials --vectors "$exp/baseline/test/vectors.scp" \
+      --train-vectors "$exp/baseline/train/vectors.scp" --train-utt2spk data/train/utt2spk \
+      --backend $backend --out-dir "$exp/sv/baseline_$backend"
+  done
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log_stage 7 "plots and probes"
+  # t-SNE of z1/z2 by speaker (paper Fig. 3); the speaker probe is skipped (dev-clean
+  # speakers are not training speakers), the gender probe runs.
+  fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" --out-dir "$exp/plots"
+  fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev --out-dir "$exp/probes"
+fi
+
+log_stage done "results: $exp/sv/*/results.json, $exp/plots, $exp/probes"
