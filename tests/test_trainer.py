@@ -168,7 +168,7 @@ def test_sigkill_and_restart_gives_same_model(sets):
     d = str(sets)
     base = [sys.executable, "-m", "fhvae.bin.train", "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev"]
     over = [a for k, v in TINY + [("train.max_epochs", 4)] for a in (f"--{k}", str(v))]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
     subprocess.run(base + ["--exp-dir", f"{d}/ref"] + over, check=True, env=env, capture_output=True)
     exp = f"{d}/killed"
     kills = 0
@@ -202,7 +202,7 @@ def test_full_disk_cli_message(sets):
             "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
             "from fhvae.bin.train import main; main(sys.argv[1:])")
     r = subprocess.run([sys.executable, "-c", code, "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev",
-                        "--exp-dir", f"{d}/full"] + over, env=dict(os.environ, PYTHONPATH=os.getcwd()),
+                        "--exp-dir", f"{d}/full"] + over, env=dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1"),
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert "cannot write checkpoint" in r.stderr and "Traceback" not in r.stderr
