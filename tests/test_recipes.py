@@ -223,6 +223,9 @@ def test_ami_missing_annotations_and_audio(tmp_path):
     conf = os.path.join(REPO, "egs", "ami", "v1", "conf")
     lists = os.path.join(conf, "dev_meetings.list"), os.path.join(conf, "test_meetings.list")
     corpus, _ = F.make_ami(str(tmp_path))
+    os.remove(os.path.join(corpus, "annotations", "words", "ES2002a.B.words.xml"))  # MEE006's words
+    summary = ami.prepare(corpus, str(tmp_path / "data"), *lists)
+    assert summary["train"] == (1, 6) and summary["test"] == (2, 12)
     shutil.rmtree(os.path.join(corpus, "amicorpus", "ES2011a"))
     with pytest.raises(DataError, match="no dev utterance"):
         ami.prepare(corpus, str(tmp_path / "data"), *lists)
@@ -285,6 +288,23 @@ def test_voxceleb1_split_dir_layout_and_bad_trials(tmp_path):
     os.remove(os.path.join(corpus, "test", "wav", "id10271", "1gtz-CUIygI", "00002.wav"))
     with pytest.raises(DataError, match=r"veri_test2.txt:3: id10271/1gtz-CUIygI/00002.wav is not in the test audio"):
         vox.prepare(corpus, str(tmp_path / "data"))
+
+
+def test_audio_formats_are_detected(tmp_path):
+    timit = load_local("timit", "prepare_timit")
+    a4 = load_local("aurora4", "prepare_aurora4")
+    x = F.tone(0.1, 300)
+    F.write_sphere(str(tmp_path / "a.wav"), x)
+    F.write_wav(str(tmp_path / "b.wav"), x)
+    (tmp_path / "c.wv1").write_bytes(x.astype(">i2").tobytes())
+    for mod in (timit, a4):
+        assert mod.wav_entry(str(tmp_path / "a.wav")).startswith("sox -t sph ")
+        assert mod.wav_entry(str(tmp_path / "b.wav")) == str(tmp_path / "b.wav")
+    entry = a4.wav_entry(str(tmp_path / "c.wv1"))
+    np.testing.assert_allclose(read_wav_entry(entry) * 32768, x, atol=0.5)
+    np.testing.assert_allclose(read_wav_entry(timit.wav_entry(str(tmp_path / "a.wav"))) * 32768, x, atol=0.5)
+    with pytest.raises(DataError, match="neither NIST SPHERE nor RIFF WAV"):
+        timit.wav_entry(str(tmp_path / "c.wv1"))
 
 
 # ----------------------------------------------------------------------------- wrong corpus dir

@@ -76,11 +76,12 @@ def read_words(path):
     return order, words
 
 
-def segment_words(href, order, pos, words, where):
-    """Words a segment's ``words.xml#id(a)..id(b)`` child points at (document order, inclusive)."""
+def segment_words(href, order, pos, words):
+    """Words a segment's ``words.xml#id(a)..id(b)`` child points at (document order, inclusive);
+    None if the ids are not in the words file."""
     ids = _HREF_ID.findall(href.split("#", 1)[-1])
     if not ids or any(i not in pos for i in ids):
-        raise DataError(f"{where}: href {href!r} points at no word of the words file")
+        return None
     lo, hi = pos[ids[0]], pos[ids[-1]]
     return [words[w] for w in order[lo:hi + 1] if words[w]]
 
@@ -88,24 +89,32 @@ def segment_words(href, order, pos, words, where):
 def read_segments(seg_path, words_path, min_dur):
     """[(start_s, end_s, text)] of one speaker's manual segments with words, at least ``min_dur`` long.
 
-    Returns (kept, dropped_no_words, dropped_short)."""
+    Returns (kept, dropped_no_words, dropped_short); segments whose words cannot be resolved count
+    as without words (the first is logged)."""
     order, words = read_words(words_path) if os.path.isfile(words_path) else ([], {})
     pos = {w: i for i, w in enumerate(order)}
-    kept, no_words, short = [], 0, 0
+    kept, no_words, short, unresolved = [], 0, 0, []
     for seg in _parse(seg_path).iter("segment"):
         where = f"{seg_path}: segment {seg.get(NITE_ID)}"
         try:
             start, end = float(seg.attrib["transcriber_start"]), float(seg.attrib["transcriber_end"])
         except (KeyError, ValueError):
             raise DataError(f"{where}: needs numeric transcriber_start and transcriber_end") from None
-        text = [w for child in seg if child.get("href") for w in
-                segment_words(child.get("href"), order, pos, words, where)]
+        text = []
+        for child in seg:
+            if child.get("href"):
+                got = segment_words(child.get("href"), order, pos, words)
+                if got is None:
+                    unresolved.append(f"{where}: href {child.get('href')!r} not in {words_path}")
+                text += got or []
         if not text:
             no_words += 1
         elif end - start < min_dur:
             short += 1
         else:
             kept.append((start, end, " ".join(text)))
+    if unresolved:
+        log.warning("%d segment word reference(s) could not be resolved, e.g. %s", len(unresolved), unresolved[0])
     return kept, no_words, short
 
 
