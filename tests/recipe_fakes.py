@@ -175,13 +175,15 @@ def make_ami(root):
                                      f'endtime="{t0:.2f}"{punc}>{word}</w>\n')
                         ids.append(w)
                         w += 1
-                    href = f"{meeting}.{agent}.words.xml#id({meeting}.{agent}.words{ids[0]})..id({meeting}.{agent}.words{ids[-1]})"
+                    w0, w1 = f"{meeting}.{agent}.words{ids[0]}", f"{meeting}.{agent}.words{ids[-1]}"
+                    href = f"{meeting}.{agent}.words.xml#id({w0})..id({w1})"
                 else:
                     words.append(f'  <vocalsound nite:id="{meeting}.{agent}.words{w}" type="laugh"/>\n')
                     href = f"{meeting}.{agent}.words.xml#id({meeting}.{agent}.words{w})"
                     w += 1
                 segs.append(f'  <segment nite:id="{meeting}.sync.{s}" transcriber_start="{t0:.2f}" '
-                            f'transcriber_end="{end + 0.5 * k / 10:.2f}">\n    <nite:child href="{href}"/>\n  </segment>\n')
+                            f'transcriber_end="{end + 0.5 * k / 10:.2f}">\n'
+                            f'    <nite:child href="{href}"/>\n  </segment>\n')
             ann = os.path.join(corpus, "annotations")
             _write(os.path.join(ann, "words", f"{meeting}.{agent}.words.xml"),
                    f'<?xml version="1.0"?>\n<nite:root nite:id="{meeting}.{agent}.words" xmlns:nite="{NITE}">\n'

@@ -255,8 +255,13 @@ def test_librispeech_subset_union_and_missing_subset(tmp_path):
     ls = load_local("librispeech", "prepare_librispeech")
     corpus, e = F.make_librispeech(str(tmp_path))
     sets = {"train": ["train-clean-100", "train-clean-360"], "dev": ["dev-clean"], "test": ["test-clean"]}
-    summary = ls.prepare(os.path.join(corpus, "LibriSpeech"), str(tmp_path / "data"), sets)
+    data = str(tmp_path / "data")
+    ls.prepare(corpus, data, {"train": ["train-clean-100"], "dev": ["dev-clean"], "test": ["test-clean"]})
+    with open(os.path.join(data, "train", "feats.scp"), "w") as f:  # features of the first preparation
+        f.write("103-1240-0000 /old/raw_fbank_train.1.ark:14\n")
+    summary = ls.prepare(os.path.join(corpus, "LibriSpeech"), data, sets)
     assert summary["train"] == (3, e["train"][1] + 2)
+    assert not os.path.exists(os.path.join(data, "train", "feats.scp"))  # a rerun replaces the set
     sets["train"].append("train-other-500")
     with pytest.raises(DataError, match="train-other-500: subset not found"):
         ls.prepare(corpus, str(tmp_path / "data"), sets)

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import sys
 import xml.etree.ElementTree as ET
 
@@ -149,7 +150,8 @@ def trial_utts(utt2spk, utt2seg, per_spk, seed):
 def write_set(out_dir, utts, recos, *, trials_per_spk=None, seed=1):
     """One data dir. utts: {utt: (spk, reco, start, end, text, mic, segment key)}; recos: {reco: path}."""
     utt2spk = {u: v[0] for u, v in utts.items()}
-    os.makedirs(out_dir, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun replaces the set (and its stale features)
+    os.makedirs(out_dir)
     write_kv(os.path.join(out_dir, "utt2spk"), utt2spk)
     write_kv(os.path.join(out_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     used = {v[1] for v in utts.values()}

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import shlex
+import shutil
 import sys
 
 from fhvae.bin import run_cli
@@ -111,7 +112,8 @@ def trial_utts(utt2spk, per_spk, seed):
 def write_set(out_dir, utts, *, trials_per_spk=None, seed=1):
     """One data dir from {utt: (spk, path, cond)}."""
     utt2spk = {u: v[0] for u, v in utts.items()}
-    os.makedirs(out_dir, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun replaces the set (and its stale features)
+    os.makedirs(out_dir)
     write_kv(os.path.join(out_dir, "utt2spk"), utt2spk)
     write_kv(os.path.join(out_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_kv(os.path.join(out_dir, "wav.scp"), {u: wav_entry(v[1]) for u, v in utts.items()})

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import shlex
+import shutil
 import sys
 
 from fhvae.bin import run_cli
@@ -104,7 +105,8 @@ def write_set(out_dir, utts, genders, *, trials_per_spk=None, seed=1):
     missing = sorted(set(utt2spk.values()) - set(genders))
     if missing:
         raise DataError(f"SPEAKERS.TXT: speaker {missing[0]} (of {out_dir}) not listed")
-    os.makedirs(out_dir, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun replaces the set (and its stale features)
+    os.makedirs(out_dir)
     write_kv(os.path.join(out_dir, "utt2spk"), utt2spk)
     write_kv(os.path.join(out_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_kv(os.path.join(out_dir, "wav.scp"), {u: f"sox {shlex.quote(v[1])} -t wav - |" for u, v in utts.items()})

@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 
 from fhvae.bin import run_cli
@@ -123,7 +124,8 @@ def write_set(out_dir, speakers, *, trials):
             wav[utt] = wav_entry(files[".wav"])
             text[utt] = read_txt(files[".txt"])
             ctm += phn_to_ctm(utt, read_phn(files[".phn"]), SAMPLE_RATE)
-    os.makedirs(out_dir, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun replaces the set (and its stale features)
+    os.makedirs(out_dir)
     write_kv(os.path.join(out_dir, "utt2spk"), utt2spk)
     write_kv(os.path.join(out_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_kv(os.path.join(out_dir, "wav.scp"), wav)

@@ -19,6 +19,7 @@ import csv
 import logging
 import os
 import random
+import shutil
 import sys
 
 from fhvae.bin import run_cli
@@ -44,7 +45,8 @@ def read_meta(path):
     try:
         i_id, i_gender, i_set = head.index("voxceleb1 id"), head.index("gender"), head.index("set")
     except ValueError:
-        raise DataError(f"{path}:1: expected a header with 'VoxCeleb1 ID', 'Gender' and 'Set', got {lines[0]!r}") from None
+        raise DataError(f"{path}:1: expected a header with 'VoxCeleb1 ID', 'Gender' and 'Set', "
+                        f"got {lines[0]!r}") from None
     meta = {}
     for lineno, row in enumerate(rows[1:], 2):
         if not any(x.strip() for x in row):
@@ -138,7 +140,8 @@ def read_veri_trials(path, test_utts):
 def write_set(out_dir, utts, meta, trials=None):
     """One data dir from {utt: (spk, path)}."""
     utt2spk = {u: s for u, (s, _) in utts.items()}
-    os.makedirs(out_dir, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun replaces the set (and its stale features)
+    os.makedirs(out_dir)
     write_kv(os.path.join(out_dir, "utt2spk"), utt2spk)
     write_kv(os.path.join(out_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_kv(os.path.join(out_dir, "wav.scp"), {u: p for u, (_, p) in utts.items()})
