@@ -343,6 +343,17 @@ def test_run_sh_needs_a_corpus_dir(tmp_path):
     assert proc.returncode != 0 and "invalid option --no-such-option" in proc.stderr
 
 
+def test_run_sh_stage1_passes_the_corpus_options(tmp_path):
+    corpus, e = F.make_librispeech(str(tmp_path / "c"))
+    recipe = recipe_copy(str(tmp_path), "librispeech")
+    rel = os.path.relpath(corpus, str(tmp_path))  # relative to the caller's cwd, not the recipe's
+    proc = run([os.path.join(recipe, "run.sh"), "--stop-stage", "1", "--corpus-dir", rel,
+                "--subsets", "train-clean-100 train-clean-360"], cwd=str(tmp_path))
+    assert "run.sh: stage 1: data preparation" in proc.stdout
+    dd = validate_data_dir(os.path.join(recipe, "data", "train"))
+    assert set(dd.spk2utt) == e["train"][0] | {"14"}
+
+
 # ----------------------------------------------------------------------------- stages 2-3
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@
 #   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline
 #   7 plots and probes   fhvae-plot, fhvae-probe -> exp/<tag>/plots, exp/<tag>/probes
 #
-# Usage: ./run.sh --corpus-dir /export/corpora/LibriSpeech [--train-subsets "train-clean-100 train-clean-360"]
+# Usage: ./run.sh --corpus-dir /export/corpora/LibriSpeech [--subsets "train-clean-100 train-clean-360"]
 #        (or put corpus_dir=/path/to/LibriSpeech in db.sh next to this script)
 set -euo pipefail
 
@@ -20,7 +20,7 @@ stop_stage=7
 nj=4
 tag=fhvae
 corpus_dir=""        # the LibriSpeech/ directory; relative: from the caller's cwd
-train_subsets="train-clean-100"   # all 960 h: "train-clean-100 train-clean-360 train-other-500"
+subsets="train-clean-100"   # training subsets; all 960 h: "train-clean-100 train-clean-360 train-other-500"
 dev_subsets="dev-clean"
 test_subsets="test-clean"
 trial_utts_per_spk=20
@@ -31,7 +31,7 @@ sets="train dev test"
 
 help_message="Usage: $0 --corpus-dir /path/to/LibriSpeech [--stage N] [--stop-stage M] [--nj N] [--tag NAME]
        [--train-opts '--train.device cpu'] [--sets 'train dev test']
-       [--train-subsets 'train-clean-100'] [--dev-subsets dev-clean] [--test-subsets test-clean]"
+       [--subsets 'train-clean-100'] [--dev-subsets dev-clean] [--test-subsets test-clean]"
 caller_dir=$PWD
 cd "$(dirname "$0")"
 if [ -f ./db.sh ]; then . ./db.sh; fi
@@ -48,7 +48,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   if [ -z "$corpus_dir" ]; then
     echo "$0: no corpus: pass --corpus-dir /path/to/LibriSpeech or set corpus_dir in $(pwd)/db.sh" >&2; exit 1
   fi
-  local/data.sh --train-subsets "$train_subsets" --dev-subsets "$dev_subsets" --test-subsets "$test_subsets" \
+  local/data.sh --subsets "$subsets" --dev-subsets "$dev_subsets" --test-subsets "$test_subsets" \
     --trial-utts-per-spk "$trial_utts_per_spk" "$corpus_dir" data
 fi
 

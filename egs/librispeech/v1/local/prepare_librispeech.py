@@ -145,7 +145,8 @@ def prepare(corpus_dir, data_dir, sets, trials_per_spk=20, seed=1):
 def _main(argv):
     p = argparse.ArgumentParser(prog="prepare_librispeech.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-subsets", default="train-clean-100", help="space-separated (default train-clean-100)")
+    p.add_argument("--subsets", default="train-clean-100",
+                   help="training subsets, space-separated (default train-clean-100)")
     p.add_argument("--dev-subsets", default="dev-clean", help="space-separated (default dev-clean)")
     p.add_argument("--test-subsets", default="test-clean", help="space-separated (default test-clean)")
     p.add_argument("--trial-utts-per-spk", type=int, default=20,
@@ -154,7 +155,7 @@ def _main(argv):
     p.add_argument("corpus_dir", help="the LibriSpeech/ directory (or its parent)")
     p.add_argument("data_dir", help="output: <data-dir>/{train,dev,test}")
     a = p.parse_args(argv)
-    sets = {"train": a.train_subsets.split(), "dev": a.dev_subsets.split(), "test": a.test_subsets.split()}
+    sets = {"train": a.subsets.split(), "dev": a.dev_subsets.split(), "test": a.test_subsets.split()}
     prepare(a.corpus_dir, a.data_dir, sets, a.trial_utts_per_spk, a.seed)
     return 0
 
