@@ -160,6 +160,13 @@ def test_export_frame_counts_and_kaldi_readable(sets):
     assert open(os.path.join(out, "num_utts.ark")).read().splitlines()[0] == "spk00 3"
     # scp paths are absolute
     assert all(os.path.isabs(line.split()[1]) for line in open(os.path.join(out, "z1.scp")))
+    # s-vectors only: the same s-vectors, no frame-level outputs
+    out2 = str(sets / "export2")
+    export(exp, str(sets / "train"), out2, svectors_only=True)
+    assert not os.path.exists(os.path.join(out2, "z1.scp"))
+    sv2 = kaldiio.load_scp(os.path.join(out2, "svector.scp"))
+    for k in sv:
+        np.testing.assert_allclose(sv2[k], sv[k], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ def _main(argv):
     p.add_argument("--out-dir", required=True, help="where the ark/scp files go (recipes: <exp>/export/<set>)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--logvars", action="store_true", help="also write z1_logvar and z2_logvar")
+    p.add_argument("--svectors-only", action="store_true",
+                   help="only svector/spk_svector (no frame-level z1/z2), e.g. for a large train set")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-windows", type=int, default=4096, help="windows per forward pass")
     p.add_argument("--max-bad", type=float, default=0.05, help="fraction of broken utterances tolerated")
@@ -30,7 +32,8 @@ def _main(argv):
 
     from fhvae.export import export
     summary = export(args.exp_dir, args.data_dir, args.out_dir, which=args.checkpoint, device=args.device,
-                     logvars=args.logvars, batch_windows=args.batch_windows, max_bad=args.max_bad)
+                     logvars=args.logvars, batch_windows=args.batch_windows, max_bad=args.max_bad,
+                     svectors_only=args.svectors_only)
     print(json.dumps(summary))
     return 0
 

@@ -76,7 +76,10 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log_stage 5 "export z1, z2, s-vectors"
   for s in $sets; do
-    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s"
+    opts=""   # the training set only feeds the SV backends: s-vectors, no frame-level z1/z2
+    [ "$s" = train ] && opts="--svectors-only"
+    # shellcheck disable=SC2086
+    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s" $opts
   done
 fi
 
