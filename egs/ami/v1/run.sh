@@ -53,58 +53,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     --trial-segs-per-spk "$trial_segs_per_spk" "$corpus_dir" data
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log_stage 2 "fbank features"
-  for s in $sets; do
-    fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" \
-      data/$s exp/make_fbank/$s fbank
-    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
-    utils/validate_data_dir.sh data/$s
-  done
-fi
-
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log_stage 3 "global normalization stats"
-  fhvae-compute-stats data/train
-fi
-
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log_stage 4 "training ($exp)"
-  # shellcheck disable=SC2086
-  fhvae-train --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
-fi
-
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log_stage 5 "export z1, z2, s-vectors"
-  for s in $sets; do
-    opts=""   # the training set only feeds the SV backends: s-vectors, no frame-level z1/z2
-    [ "$s" = train ] && opts="--svectors-only"
-    # shellcheck disable=SC2086
-    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s" $opts
-  done
-fi
-
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log_stage 6 "speaker verification on the eval meetings (s-vectors vs fbank mean+std baseline)"
-  for s in train test; do
-    fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
-  done
-  for backend in cosine plda; do
-    fhvae-score-sv --trials data/test/trials --vectors "$exp/export/test/svector.scp" \
-      --train-vectors "$exp/export/train/svector.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/svector_$backend"
-    fhvae-score-sv --trials data/test/trials --vectors "$exp/baseline/test/vectors.scp" \
-      --train-vectors "$exp/baseline/train/vectors.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/baseline_$backend"
-  done
-fi
-
-if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  log_stage 7 "plots and probes"
-  # t-SNE of z1/z2 by speaker and by microphone (ihm/sdm, paper Fig. 3) and recombined latents (Fig. 4);
-  # the speaker probe is skipped (dev meetings have other speakers), the microphone probe runs.
-  fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" --out-dir "$exp/plots"
-  fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev --out-dir "$exp/probes"
-fi
+# stages 2-7 are shared by every recipe (utils/run_stages.sh); the train set is exported as
+# s-vectors only (it feeds the speaker-verification backends).
+utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp "$exp" --sets "$sets" \
+  --train-config "$train_config" --fbank-config "$fbank_config" --train-opts "$train_opts" \
+  --svectors-only-sets train
 
 log_stage done "results: $exp/sv/*/results.json, $exp/plots, $exp/probes"

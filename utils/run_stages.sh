@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The shared stages 2-7 of every recipe (stage 1, data preparation, is the recipe's own local/).
+# Called from egs/<corpus>/v1/run.sh after path.sh and cmd.sh, in the recipe directory:
+#
+#   utils/run_stages.sh --stage 2 --stop-stage 7 --exp exp/fhvae --sets "train dev test" \
+#     [--nj 4] [--train-config conf/train.yaml] [--fbank-config conf/fbank.yaml] [--train-opts ""] \
+#     [--phone-classes local/phone_classes.txt] [--svectors-only-sets train] [--trials data/test/trials]
+#
+# Stages: 2 fbank (+ fix/validate data dirs), 3 stats (train), 4 training, 5 export,
+# 6 speaker verification (cosine and PLDA on s-vectors and the fbank mean+std baseline),
+# 7 t-SNE / recombination plots and linear probes. Sets are named train, dev and test.
+set -euo pipefail
+
+stage=2
+stop_stage=7
+nj=4
+exp=exp/fhvae
+sets="train dev test"
+train_config=conf/train.yaml
+fbank_config=conf/fbank.yaml
+train_opts=""
+phone_classes=""           # phone -> SON/OBS/SIL map for phone-class plots/probes; "" if the corpus has none
+svectors_only_sets=""      # sets exported as s-vectors only (no frame-level z1/z2), e.g. a large train set
+trials=data/test/trials
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+: "${train_cmd:=utils/run.sh}"
+
+log_stage() { echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage $1: $2"; }
+run() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+pc_opts=()
+[ -n "$phone_classes" ] && pc_opts=(--phone-classes "$phone_classes")
+
+if run 2; then
+  log_stage 2 "fbank features"
+  for s in $sets; do
+    fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" data/$s exp/make_fbank/$s fbank
+    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
+    utils/validate_data_dir.sh data/$s
+  done
+fi
+
+if run 3; then
+  log_stage 3 "global normalization stats"
+  fhvae-compute-stats data/train
+fi
+
+if run 4; then
+  log_stage 4 "training ($exp)"
+  # shellcheck disable=SC2086
+  fhvae-train --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
+fi
+
+if run 5; then
+  log_stage 5 "export z1, z2, s-vectors"
+  for s in $sets; do
+    opts=()
+    [[ " $svectors_only_sets " == *" $s "* ]] && opts=(--svectors-only)
+    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s" "${opts[@]}"
+  done
+fi
+
+if run 6; then
+  log_stage 6 "speaker verification on $trials (s-vectors vs fbank mean+std baseline)"
+  for s in train test; do
+    fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
+  done
+  for backend in cosine plda; do
+    fhvae-score-sv --trials "$trials" --vectors "$exp/export/test/svector.scp" \
+      --train-vectors "$exp/export/train/svector.scp" --train-utt2spk data/train/utt2spk \
+      --backend $backend --out-dir "$exp/sv/svector_$backend"
+    fhvae-score-sv --trials "$trials" --vectors "$exp/baseline/test/vectors.scp" \
+      --train-vectors "$exp/baseline/train/vectors.scp" --train-utt2spk data/train/utt2spk \
+      --backend $backend --out-dir "$exp/sv/baseline_$backend"
+  done
+fi
+
+if run 7; then
+  log_stage 7 "plots and probes"
+  # t-SNE of z1/z2 by speaker, condition and phone class (paper Fig. 3), recombination (Fig. 4);
+  # probes trained on train and tested on dev (where dev speakers are training speakers, the
+  # speaker probe is closed-set; otherwise it is skipped).
+  fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" "${pc_opts[@]}" \
+    --out-dir "$exp/plots"
+  fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev "${pc_opts[@]}" --out-dir "$exp/probes"
+fi
