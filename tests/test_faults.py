@@ -142,3 +142,32 @@ def test_broken_utterances_are_skipped_then_too_many_stop(tmp_path):
     poison({"spk01-u02", "spk02-u00", "spk02-u01", "spk03-u04", "spk00-u00", "spk00-u01"})
     with pytest.raises(DataError, match="broken .*more than data.max_bad_utts=0.2.*NaN"):
         train(tmp_path, str(tmp_path / "exp2"), every)
+
+
+def _sets(tmp_path, **kw):
+    train_set = make_feats_dir(str(tmp_path / "train"), n_spk=4, utts_per_spk=3, seed=0, **kw)
+    make_feats_dir(str(tmp_path / "dev"), n_spk=2, utts_per_spk=2, seed=1)
+    write_stats(str(tmp_path / "train" / "stats.npz"), train_set)
+    return train_set
+
+
+def test_short_utterances_skipped_with_count(tmp_path, caplog):
+    train_set = _sets(tmp_path, min_len=5, max_len=14)   # some shorter than the 10-frame segment
+    n_short = sum(len(x) < 10 for x in train_set.values())
+    assert 0 < n_short < len(train_set)
+    with caplog.at_level("WARNING"):
+        train(tmp_path, str(tmp_path / "exp"), [("train.max_epochs", 1)])
+    assert f"skipping {n_short} of {len(train_set)} utterances shorter than one segment" in caplog.text
+
+
+def test_segment_longer_than_every_utterance(tmp_path):
+    _sets(tmp_path)
+    with pytest.raises(DataError, match="no utterance is at least 100 frames"):
+        train(tmp_path, str(tmp_path / "exp"), [("data.seg_len", 100), ("model.seg_len", 100)])
+
+
+def test_feature_dim_differs_from_model(tmp_path):
+    from fhvae.errors import ConfigError
+    _sets(tmp_path)
+    with pytest.raises(ConfigError, match="model.feat_dim=80 but .*stats.npz has dim 8"):
+        train(tmp_path, str(tmp_path / "exp"), [("model.feat_dim", 80)])

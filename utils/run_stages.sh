@@ -22,6 +22,7 @@ train_opts=""
 phone_classes=""           # phone -> SON/OBS/SIL map for phone-class plots/probes; "" if the corpus has none
 svectors_only_sets=""      # sets exported as s-vectors only (no frame-level z1/z2), e.g. a large train set
 trials=data/test/trials
+tsne_segments=2000         # test segments in the t-SNE plots
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 : "${train_cmd:=utils/run.sh}"
@@ -81,6 +82,7 @@ if run 7; then
   # probes trained on train and tested on dev (where dev speakers are training speakers, the
   # speaker probe is closed-set; otherwise it is skipped).
   fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" "${pc_opts[@]}" \
-    --out-dir "$exp/plots"
+    --max-segments "$tsne_segments" --out-dir "$exp/plots"
   fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev "${pc_opts[@]}" --out-dir "$exp/probes"
+  fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi

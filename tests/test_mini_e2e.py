@@ -1,0 +1,44 @@
+"""The mini recipe end to end (stages 1-7), shrunk: a few speakers, a tiny model, a few steps."""
+import json
+import os
+
+import kaldiio
+import pytest
+
+from tests.test_recipes import recipe_copy, run
+
+TINY_TRAIN = ("--model.z1_hidden 16 --model.z2_hidden 16 --model.dec_hidden 16 --model.z1_dim 8 "
+              "--model.z2_dim 8 --train.batch_size 32 --train.seq_batch_size 8 --train.epoch_steps 5 "
+              "--train.max_epochs 2 --train.num_threads 1")
+
+
+@pytest.mark.slow
+def test_mini_recipe_all_stages(tmp_path):
+    recipe = recipe_copy(str(tmp_path), "mini")
+    env_run = ["env", "OMP_NUM_THREADS=1", "./run.sh"]
+    run(env_run + ["--num-train-spk", "4", "--num-test-spk", "3", "--utts-per-spk", "6",
+                   "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN,
+                   "--tsne-segments", "200"], cwd=recipe)
+    exp = os.path.join(recipe, "exp", "fhvae")
+    # stage 4: a finished run with its config, curve and checkpoints
+    for f in ("config.yaml", "done", "metrics.jsonl", "training_curve.png", "checkpoints/best.pt"):
+        assert os.path.isfile(os.path.join(exp, f)), f
+    # stage 5: exports with frame counts equal to utt2num_frames, for every set
+    for s in ("train", "dev", "test"):
+        n2f = dict(line.split() for line in open(os.path.join(recipe, "data", s, "utt2num_frames")))
+        z1 = kaldiio.load_scp(os.path.join(exp, "export", s, "z1.scp"))
+        assert {k: v.shape[0] for k, v in z1.items()} == {k: int(v) for k, v in n2f.items()}
+        assert len(kaldiio.load_scp(os.path.join(exp, "export", s, "svector.scp"))) == len(n2f)
+    # stage 6: four scorings, each with the metrics
+    for name in ("svector_cosine", "svector_plda", "baseline_cosine", "baseline_plda"):
+        r = json.load(open(os.path.join(exp, "sv", name, "results.json")))
+        assert 0 <= r["eer"] <= 100 and "mindcf_p0.01" in r
+    # stage 7: plots, probes and the generated RESULTS.md
+    for f in ("plots/tsne_grid.png", "plots/tsne_z2_speaker.png", "plots/recombination.png",
+              "probes/probes.json", "RESULTS.md"):
+        assert os.path.isfile(os.path.join(exp, f)), f
+    report = open(os.path.join(exp, "RESULTS.md")).read()
+    assert "Speaker verification" in report and "svector" in report and "probes" in report.lower()
+    # re-running a finished stage range redoes nothing harmful: training is not redone
+    out = run(env_run + ["--stage", "4", "--stop-stage", "4", "--train-opts", TINY_TRAIN], cwd=recipe)
+    assert "already finished" in out.stderr
