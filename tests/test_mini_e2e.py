@@ -29,10 +29,11 @@ def test_mini_recipe_all_stages(tmp_path):
         z1 = kaldiio.load_scp(os.path.join(exp, "export", s, "z1.scp"))
         assert {k: v.shape[0] for k, v in z1.items()} == {k: int(v) for k, v in n2f.items()}
         assert len(kaldiio.load_scp(os.path.join(exp, "export", s, "svector.scp"))) == len(n2f)
-    # stage 6: four scorings, each with the metrics
-    for name in ("svector_cosine", "svector_plda", "baseline_cosine", "baseline_plda"):
-        r = json.load(open(os.path.join(exp, "sv", name, "results.json")))
-        assert 0 <= r["eer"] <= 100 and "mindcf_p0.01" in r
+    # stage 6: two trial lists x four scorings, each with the metrics
+    for trials in ("trials", "trials_same_cond"):
+        for name in ("svector_cosine", "svector_plda", "baseline_cosine", "baseline_plda"):
+            r = json.load(open(os.path.join(exp, "sv", trials, name, "results.json")))
+            assert 0 <= r["eer"] <= 100 and "mindcf_p0.01" in r
     # stage 7: plots, probes and the generated RESULTS.md
     for f in ("plots/tsne_grid.png", "plots/tsne_z2_speaker.png", "plots/recombination.png",
               "probes/probes.json", "RESULTS.md"):

@@ -21,7 +21,7 @@ fbank_config=conf/fbank.yaml
 train_opts=""
 phone_classes=""           # phone -> SON/OBS/SIL map for phone-class plots/probes; "" if the corpus has none
 svectors_only_sets=""      # sets exported as s-vectors only (no frame-level z1/z2), e.g. a large train set
-trials=data/test/trials
+trials=data/test/trials    # one or more trial lists; scores go to <exp>/sv/<list name>/<vectors>_<backend>
 tsne_segments=2000         # test segments in the t-SNE plots
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -66,13 +66,14 @@ if run 6; then
   for s in train test; do
     fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
   done
-  for backend in cosine plda; do
-    fhvae-score-sv --trials "$trials" --vectors "$exp/export/test/svector.scp" \
-      --train-vectors "$exp/export/train/svector.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/svector_$backend"
-    fhvae-score-sv --trials "$trials" --vectors "$exp/baseline/test/vectors.scp" \
-      --train-vectors "$exp/baseline/train/vectors.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/baseline_$backend"
+  for t in $trials; do
+    for backend in cosine plda; do
+      for vec in svector baseline; do
+        if [ $vec = svector ]; then dir=$exp/export; name=svector.scp; else dir=$exp/baseline; name=vectors.scp; fi
+        fhvae-score-sv --trials "$t" --vectors "$dir/test/$name" --train-vectors "$dir/train/$name" \
+          --train-utt2spk data/train/utt2spk --backend $backend --out-dir "$exp/sv/$(basename "$t")/${vec}_$backend"
+      done
+    done
   done
 fi
 

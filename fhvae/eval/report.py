@@ -25,22 +25,22 @@ def _commit(path):
 
 
 def _sv_table(exp_dir):
+    """Markdown table of every exp/sv/<trials>/<vectors>_<backend>/results.json."""
     sv = os.path.join(exp_dir, "sv")
-    if not os.path.isdir(sv):
-        return None
     rows = []
-    for name in sorted(os.listdir(sv)):
-        p = os.path.join(sv, name, "results.json")
-        if os.path.isfile(p):
-            with open(p) as f:
-                r = json.load(f)
-            vec, _, backend = name.rpartition("_")
-            rows.append(f"| {vec} | {backend} | {r['eer']:.2f} | {r['eer_interp']:.2f} | "
-                        f"{r['mindcf_p0.01']:.3f} | {r['mindcf_p0.001']:.3f} | {r['n_target']} / {r['n_nontarget']} |")
+    for root, _, files in sorted(os.walk(sv)):
+        if "results.json" not in files:
+            continue
+        with open(os.path.join(root, "results.json")) as f:
+            r = json.load(f)
+        vec, _, backend = os.path.basename(root).rpartition("_")
+        trials = os.path.relpath(os.path.dirname(root), sv)
+        rows.append(f"| {trials} | {vec} | {backend} | {r['eer']:.2f} | {r['eer_interp']:.2f} | "
+                    f"{r['mindcf_p0.01']:.3f} | {r['mindcf_p0.001']:.3f} | {r['n_target']} / {r['n_nontarget']} |")
     if not rows:
         return None
-    head = ("| vectors | backend | EER % (Kaldi compute-eer) | EER % (interpolated) | minDCF p=0.01 | "
-            "minDCF p=0.001 | target / nontarget trials |\n|---|---|---|---|---|---|---|")
+    head = ("| trials | vectors | backend | EER % (Kaldi compute-eer) | EER % (interpolated) | minDCF p=0.01 | "
+            "minDCF p=0.001 | target / nontarget |\n|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(rows)
 
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Mini recipe: a self-contained espeak-ng corpus, end to end on a laptop (no download).
 #
-# Stages (the same numbers in every recipe):
-#   1 data preparation   local/data.sh -> data/{train,dev,test}
+# Stages (the same numbers in every recipe; 2-7 are utils/run_stages.sh):
+#   1 data preparation   local/data.sh -> data/{train,dev,test}, data/test/trials{,_same_cond}
 #   2 fbank              fhvae-compute-fbank -> data/<set>/feats.scp, utt2num_frames
 #   3 stats              fhvae-compute-stats -> data/train/stats.npz
 #   4 training           fhvae-train -> exp/<tag>/{config.yaml,checkpoints,metrics.jsonl,training_curve.png}
 #   5 export             fhvae-export -> exp/<tag>/export/<set>/{z1,z2,svector,spk_svector}.scp
-#   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline
-#   7 plots and probes   fhvae-plot, fhvae-probe -> exp/<tag>/plots, exp/<tag>/probes
+#   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline, both trial lists
+#   7 plots and probes   fhvae-plot, fhvae-probe, fhvae-report -> exp/<tag>/{plots,probes,RESULTS.md}
 #
-# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 4] [--tag fhvae] [--train-config conf/train.yaml]
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 4] [--tag fhvae] [--train-opts '--train.lr 1e-3']
 set -euo pipefail
 
 stage=1
@@ -19,75 +19,35 @@ nj=4
 seed=1
 tag=fhvae
 corpus_dir=corpus
+num_train_spk=24
+num_test_spk=8
+utts_per_spk=30
+num_dev_utts=4
 train_config=conf/train.yaml
 fbank_config=conf/fbank.yaml
 train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
+tsne_segments=2000
 sets="train dev test"
 
-help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']"
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']
+       [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]"
 cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
 
 exp=exp/$tag
-log_stage() { echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage $1: $2"; }
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log_stage 1 "data preparation (espeak-ng mini corpus)"
-  local/data.sh --seed "$seed" --nj "$nj" "$corpus_dir" data
+  echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage 1: data preparation (espeak-ng mini corpus)"
+  local/data.sh --seed "$seed" --nj "$nj" --num-train-spk "$num_train_spk" --num-test-spk "$num_test_spk" \
+    --utts-per-spk "$utts_per_spk" --num-dev-utts "$num_dev_utts" "$corpus_dir" data
   for s in $sets; do utils/validate_data_dir.sh --no-feats data/$s; done
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log_stage 2 "fbank features"
-  for s in $sets; do
-    fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" \
-      data/$s exp/make_fbank/$s fbank
-    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
-    utils/validate_data_dir.sh data/$s
-  done
-fi
+utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp "$exp" --sets "$sets" \
+  --train-config "$train_config" --fbank-config "$fbank_config" --train-opts "$train_opts" \
+  --phone-classes local/phone_classes.txt --tsne-segments "$tsne_segments" \
+  --trials "data/test/trials data/test/trials_same_cond"
 
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log_stage 3 "global normalization stats"
-  fhvae-compute-stats data/train
-fi
-
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log_stage 4 "training ($exp)"
-  # shellcheck disable=SC2086
-  fhvae-train --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
-fi
-
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log_stage 5 "export z1, z2, s-vectors"
-  for s in $sets; do
-    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s"
-  done
-fi
-
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log_stage 6 "speaker verification (s-vectors vs fbank mean+std baseline)"
-  for s in train test; do
-    fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
-  done
-  for backend in cosine plda; do
-    fhvae-score-sv --trials data/test/trials --vectors "$exp/export/test/svector.scp" \
-      --train-vectors "$exp/export/train/svector.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/svector_$backend"
-    fhvae-score-sv --trials data/test/trials --vectors "$exp/baseline/test/vectors.scp" \
-      --train-vectors "$exp/baseline/train/vectors.scp" --train-utt2spk data/train/utt2spk \
-      --backend $backend --out-dir "$exp/sv/baseline_$backend"
-  done
-fi
-
-if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  log_stage 7 "plots and probes"
-  fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" \
-    --phone-classes local/phone_classes.txt --out-dir "$exp/plots"
-  fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev \
-    --phone-classes local/phone_classes.txt --out-dir "$exp/probes"
-fi
-
-log_stage done "results: $exp/sv/*/results.json, $exp/plots, $exp/probes"
+echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/*/*/results.json, $exp/plots, $exp/probes"

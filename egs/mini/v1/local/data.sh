@@ -44,3 +44,9 @@ echo "$(date '+%Y-%m-%d %H:%M:%S') $0: mini corpus (seed $seed) -> $corpus_dir, 
 "$py" "$local_dir/make_mini_corpus.py" --seed "$seed" --num-train-spk "$num_train_spk" \
   --num-test-spk "$num_test_spk" --utts-per-spk "$utts_per_spk" --num-dev-utts "$num_dev_utts" \
   --nj "$nj" "$corpus_dir" "$data_dir"
+
+# Condition-matched trials (enroll and test recorded in the same channel condition): the channel is
+# a sequence-level factor as strong as the speaker here, so scores are reported on both lists.
+awk 'NR == FNR { cond[$1] = $2; next } cond[$1] == cond[$2]' \
+  "$data_dir/test/utt2cond" "$data_dir/test/trials" > "$data_dir/test/trials_same_cond.tmp"
+mv "$data_dir/test/trials_same_cond.tmp" "$data_dir/test/trials_same_cond"
