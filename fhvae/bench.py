@@ -275,6 +275,33 @@ def bench_loader(size_gb=0.5, k=2000, blocks=3, corpus_dir=None, train_steps=20,
     return res
 
 
+def _index_worker(path):
+    """In a fresh process: time and RSS growth of indexing ``path`` (a data dir)."""
+    from fhvae.data.index import UttIndex
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    index = UttIndex.from_data_dir(path)
+    return {"utts": len(index), "index_s": round(time.perf_counter() - t0, 1),
+            "rss_growth_mb": round(_rss_mb() - rss0, 1),
+            "index_arrays_mb": round((len(index._blob) + index._name_off.nbytes + index.nframes.nbytes
+                                      + index.ark_id.nbytes + index.offset.nbytes) / 2**20, 1)}
+
+
+def bench_index(n=10_000_000):
+    """Memory of the compact utterance index for ``n`` utterances (synthetic feats.scp, no arks)."""
+    tmp = tempfile.mkdtemp(prefix="fhvae-index-")
+    with open(os.path.join(tmp, "feats.scp"), "w") as scp, open(os.path.join(tmp, "utt2num_frames"), "w") as nf:
+        for i in range(n):
+            utt = f"spk{i // 100:07d}-utt{i:09d}"
+            scp.write(f"{utt} /data/fbank/raw_fbank_train.{i % 64 + 1}.ark:{(i // 64) * 128015 + 24}\n")
+            nf.write(f"{utt} {300 + i % 500}\n")
+    out = subprocess.run([sys.executable, "-m", "fhvae.bench", "_index", tmp], capture_output=True, text=True,
+                         check=True)
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bench_export(utts=20, frames=500, device="cpu", batch_windows=4096, fbank_seconds=60.0):
     """Export speed (frames/s and real-time factor at 10 ms frames) and fbank real-time factor."""
     from fhvae.config import Config
@@ -302,3 +329,5 @@ def _device_name(device):
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_memory":
     m, sampling, k, steps, batch = sys.argv[2:7]
     print(json.dumps(_memory_worker(int(m), sampling, int(k), int(steps), int(batch))))
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_index":
+    print(json.dumps(_index_worker(sys.argv[2])))

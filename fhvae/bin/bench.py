@@ -11,10 +11,12 @@ EPILOG = """examples:
   fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
+  fhvae-bench index --index-utts 10000000   # memory of the utterance index
   fhvae-bench all --quick                    # every benchmark, shrunk
   ... --device cuda --json out.json"""
 
-QUICK = {"k": [10, 1000, 20000], "m": [1000, 100000], "iters": 3, "size_gb": 0.2, "blocks": 2}
+QUICK = {"k": [10, 1000, 20000], "m": [1000, 100000], "iters": 3, "size_gb": 0.2, "blocks": 2,
+         "index_utts": 100000}
 
 
 def _table(res):
@@ -33,7 +35,7 @@ def _table(res):
 def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "all"])
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
@@ -46,6 +48,7 @@ def _main(argv):
     p.add_argument("--size-gb", type=float, default=20.0, help="loader: corpus size on disk")
     p.add_argument("--corpus-dir", help="loader: reuse (or create) the synthetic corpus here")
     p.add_argument("--blocks", type=int, default=3, help="loader: blocks to time")
+    p.add_argument("--index-utts", type=int, default=10_000_000, help="index: utterances")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = p.parse_args(argv)
 
@@ -58,7 +61,7 @@ def _main(argv):
         for k, v in QUICK.items():
             setattr(args, k, v)
     out = {}
-    todo = ["step-vs-k", "memory", "throughput", "loader", "export"] if args.which == "all" else [args.which]
+    todo = ["step-vs-k", "memory", "throughput", "loader", "export", "index"] if args.which == "all" else [args.which]
     for w in todo:
         print(f"== {w}")
         if w == "step-vs-k":
@@ -69,6 +72,8 @@ def _main(argv):
             r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp)
         elif w == "loader":
             r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
+        elif w == "index":
+            r = bench.bench_index(args.index_utts)
         else:
             r = bench.bench_export(device=args.device)
         _table(r)

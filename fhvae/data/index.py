@@ -4,6 +4,7 @@ For M utterances it holds: names as one bytes blob + int64 offsets, the ark file
 a short list of ark paths), the byte offset of the matrix in its ark (int64) and the frame count
 (int32): about 30 bytes + the name per utterance, so 10 million utterances index in a few hundred MB.
 """
+import array
 import logging
 import os
 
@@ -63,7 +64,9 @@ class UttIndex:
         if not os.path.isfile(n2f):
             raise DataError(f"{n2f}: not found (written by fhvae-compute-fbank; for Kaldi features run "
                             f"'feat-to-len scp:{scp} ark,t:{n2f}')")
-        blob, name_off, arks, ark_ids, offsets = bytearray(), [0], {}, [], []
+        # array.array, not lists: 8 bytes per entry while parsing, not a Python int object each
+        blob, name_off, arks = bytearray(), array.array("q", [0]), {}
+        ark_ids, offsets = array.array("i"), array.array("q")
         prev = None
         with open(scp, "rb") as f:
             for lineno, raw in enumerate(f, 1):
@@ -84,8 +87,9 @@ class UttIndex:
                 name_off.append(len(blob))
         if not ark_ids:
             raise DataError(f"{scp}: empty")
-        index = cls(bytes(blob), np.asarray(name_off, dtype=np.int64), np.zeros(len(ark_ids), np.int32),
-                    np.asarray(ark_ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
+        # numpy views of the arrays' buffers: no copies (peak memory = the index itself)
+        index = cls(blob, np.frombuffer(name_off, dtype=np.int64), np.zeros(len(ark_ids), np.int32),
+                    np.frombuffer(ark_ids, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64),
                     list(arks), source=data_dir)
         index._read_num_frames(n2f)
         return index
