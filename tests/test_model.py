@@ -131,3 +131,16 @@ def test_a_few_training_steps_lower_the_loss():
         loss.backward()
         opt.step()
     assert loss_at() < before - 1.0
+
+
+def test_inference_mode_and_thread_count_untouched():
+    fast, plain = _pair()
+    x = torch.randn(2, 6, 5, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        a = fast(x, sample=False)
+        b = plain(x, sample=False)
+    for k in KEYS:
+        torch.testing.assert_close(a[k], b[k])
+    fast(x)["x_mu"].sum().backward()
+    assert torch.get_num_threads() == threads

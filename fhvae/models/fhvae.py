@@ -7,15 +7,19 @@
 Inputs x are (B, T, F) globally normalized features (T = 20 frames for training segments;
 the encoders accept any T). All Gaussians are diagonal and parameterized by (mu, logvar).
 
-Two implementations share the same parameters (the ``nn.LSTM`` and ``nn.Linear`` modules):
+Two implementations share the same parameters (the ``nn.LSTM`` and ``nn.Linear`` modules) and give
+the same outputs and gradients:
 
 * the plain one calls ``nn.LSTM`` (used on GPUs, where cuDNN is fastest, and with ``plain=True``);
 * the fast CPU one (default on CPU) runs the same LSTMs in a (features, time, batch) layout, where
-  every matrix product has the shape CPU BLAS runs fastest, computes the input projection of inputs
-  that are constant over time (the decoder input, the z2 part of the z1 encoder input) once per
-  sequence instead of T times, and has a hand-written backward pass that forms the weight gradients
-  with one large matrix product per layer instead of T small ones.
+  the per-step matrix products have the shape CPU BLAS runs fastest; computes the input projection
+  of inputs that are constant over time (the decoder input, the z2 part of the z1 encoder input)
+  once per sequence instead of T times; and has a hand-written backward pass that forms the weight
+  gradients with one large matrix product per layer instead of T small ones. A step's element-wise
+  math runs on one thread (see ``_one_thread``). It is tuned for machines with few cores; on a
+  many-core CPU ``plain=True`` (oneDNN's fused LSTM) may be faster.
 """
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +100,7 @@ class FHVAE(nn.Module):
             lstm, xt, F = self.z1_lstm, _feature_major(x), x.shape[2]
             w = lstm.weight_ih_l0
             # x part for every step; z2 part (with the biases) once per sequence, broadcast over T
-            gx = _in_proj(w[:, :F], None, xt) + torch.addmm(_bias(lstm, 0)[:, None], w[:, F:], z2.t())[:, None]
+            gx = _in_proj(w[:, :F], None, xt).add_(torch.addmm(_bias(lstm, 0)[:, None], w[:, F:], z2.t())[:, None])
             h_last = _last_states(_lstm_fast(lstm, gx, x.shape[1]))
         else:
             xz = torch.cat([x, z2[:, None].expand(-1, x.shape[1], -1)], dim=2)
@@ -183,6 +187,20 @@ def _last_states(outs):
     return torch.cat([h[:, -1] for h in outs], dim=0).t()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run the enclosed ops with one intra-op thread (torch.set_num_threads of the calling thread,
+    restored on exit). A time step's element-wise LSTM math is too small to share: each multi-threaded
+    op pays a thread barrier, and when other processes compete for the cores those barriers cost
+    several times the whole computation. Matrix products keep all threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _lstm_layer_forward(gx, w_hh, steps, save):
     """One LSTM layer from gate pre-activations gx ((4H, T, B) or constant (4H, B)) and w_hh (4H, H).
 
@@ -204,14 +222,15 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
             a.copy_(gx_t)
         else:
             torch.addmm(gx_t, w_hh, h[:, t - 1], out=a)
-        i, f, g, o = a.chunk(4)
-        # tanh(x) = 2 sigmoid(2x) - 1: cheaper here than torch.tanh, and one sigmoid covers all gates
-        g.mul_(2)
-        a.sigmoid_()
-        g.mul_(2).sub_(1)
-        torch.mul(f, c[prev], out=c[new]).addcmul_(i, g)
-        torch.mul(c[new], 2, out=tanh_c[k]).sigmoid_().mul_(2).sub_(1)
-        torch.mul(o, tanh_c[k], out=h[:, t])
+        with _one_thread():
+            i, f, g, o = a.chunk(4)
+            # tanh(x) = 2 sigmoid(2x) - 1: cheaper here than torch.tanh, and one sigmoid covers all gates
+            g.mul_(2)
+            a.sigmoid_()
+            g.mul_(2).sub_(1)
+            torch.mul(f, c[prev], out=c[new]).addcmul_(i, g)
+            torch.mul(c[new], 2, out=tanh_c[k]).sigmoid_().mul_(2).sub_(1)
+            torch.mul(o, tanh_c[k], out=h[:, t])
     return h, (acts, c, tanh_c)
 
 
@@ -239,19 +258,20 @@ class _LSTMLayer(torch.autograd.Function):
                 dh.copy_(dh_out[:, t])
             else:
                 torch.addmm(dh_out[:, t], w_hh_t, d_pre[:, t + 1], out=dh)
-            a, d = acts[t], d_pre[:, t]
-            i, f, g, o = a.chunk(4)
-            di, df, dg, do = d.chunk(4)
-            # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + i * g
-            dc.add_(_tanh_backward(torch.mul(dh, o, out=tmp), tanh_c[t], grad_input=tmp))
-            torch.mul(dh, tanh_c[t], out=do)
-            torch.mul(dc, g, out=di)
-            torch.mul(dc, c[t], out=df)
-            torch.mul(dc, i, out=dg)
-            _sigmoid_backward(d[:2 * hid], a[:2 * hid], grad_input=d[:2 * hid])
-            _tanh_backward(dg, g, grad_input=dg)
-            _sigmoid_backward(do, o, grad_input=do)
-            dc.mul_(f)
+            with _one_thread():
+                a, d = acts[t], d_pre[:, t]
+                i, f, g, o = a.chunk(4)
+                di, df, dg, do = d.chunk(4)
+                # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + i * g
+                dc.add_(_tanh_backward(torch.mul(dh, o, out=tmp), tanh_c[t], grad_input=tmp))
+                torch.mul(dh, tanh_c[t], out=do)
+                torch.mul(dc, g, out=di)
+                torch.mul(dc, c[t], out=df)
+                torch.mul(dc, i, out=dg)
+                _sigmoid_backward(d[:2 * hid], a[:2 * hid], grad_input=d[:2 * hid])
+                _tanh_backward(dg, g, grad_input=dg)
+                _sigmoid_backward(do, o, grad_input=do)
+                dc.mul_(f)
         # sum_t d_pre_t h_{t-1}^T over t >= 1 (h_{-1} = 0) as one matrix product
         dw_hh = d_pre[:, 1:].reshape(four_hid, -1) @ h[:, :-1].reshape(hid, -1).t()
         dgx = d_pre.sum(1) if ctx.const_input else d_pre
