@@ -600,6 +600,15 @@ def _sample_pairs(rng, n, total, draw, enumerate_all):
     return out
 
 
+def sample_utts_per_speaker(utt2spk, per_spk, seed=0):
+    """{utt: spk} restricted to at most ``per_spk`` utterances of each speaker (seeded random
+    choice; speakers with fewer keep all), e.g. to bound the size of a trials list."""
+    import random
+    rng = random.Random(seed)
+    return {u: s for s, us in utt2spk_to_spk2utt(utt2spk).items()
+            for u in (us if len(us) <= per_spk else rng.sample(us, per_spk))}
+
+
 def make_trials(utt2spk, *, n_target=None, n_nontarget=None, seed=0, exclude_same_utt=True):
     """Speaker-verification trials between utterances: ``[(enroll, test, 'target'|'nontarget')]``.
 

@@ -29,7 +29,7 @@ import sys
 
 from fhvae.bin import run_cli
 from fhvae.errors import DataError
-from fhvae.io.datadir import make_trials, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
+from fhvae.io.datadir import make_trials, sample_utts_per_speaker, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
 
 log = logging.getLogger("prepare_aurora4")
 
@@ -102,13 +102,6 @@ def collect(root, kind):
     return utts
 
 
-def trial_utts(utt2spk, per_spk, seed):
-    """{utt: spk} restricted to at most ``per_spk`` utterances of each speaker (seeded random choice)."""
-    rng = random.Random(seed)
-    return {u: s for s, us in utt2spk_to_spk2utt(utt2spk).items()
-            for u in (us if len(us) <= per_spk else rng.sample(us, per_spk))}
-
-
 def write_set(out_dir, utts, *, trials_per_spk=None, seed=1):
     """One data dir from {utt: (spk, path, cond)}."""
     utt2spk = {u: v[0] for u, v in utts.items()}
@@ -123,7 +116,7 @@ def write_set(out_dir, utts, *, trials_per_spk=None, seed=1):
     write_kv(os.path.join(out_dir, "utt2noise"), noise)
     write_kv(os.path.join(out_dir, "utt2mic"), mic)
     if trials_per_spk:
-        write_trials(os.path.join(out_dir, "trials"), make_trials(trial_utts(utt2spk, trials_per_spk, seed)))
+        write_trials(os.path.join(out_dir, "trials"), make_trials(sample_utts_per_speaker(utt2spk, trials_per_spk, seed)))
     validate_data_dir(out_dir, need_wav=True)
     log.info("%s: %d speakers, %d utterances", out_dir, len(set(utt2spk.values())), len(utt2spk))
 

@@ -18,14 +18,13 @@ random choice; test-clean: 40 speakers x 20 -> 319,600 trials).
 import argparse
 import logging
 import os
-import random
 import shlex
 import shutil
 import sys
 
 from fhvae.bin import run_cli
 from fhvae.errors import DataError
-from fhvae.io.datadir import make_trials, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
+from fhvae.io.datadir import make_trials, sample_utts_per_speaker, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
 
 log = logging.getLogger("prepare_librispeech")
 
@@ -92,13 +91,6 @@ def scan_subset(base, subset):
     return utts
 
 
-def trial_utts(utt2spk, per_spk, seed):
-    """{utt: spk} restricted to at most ``per_spk`` utterances of each speaker (seeded random choice)."""
-    rng = random.Random(seed)
-    return {u: s for s, us in utt2spk_to_spk2utt(utt2spk).items()
-            for u in (us if len(us) <= per_spk else rng.sample(us, per_spk))}
-
-
 def write_set(out_dir, utts, genders, *, trials_per_spk=None, seed=1):
     """Write one data dir from {utt: (spk, flac, words)}."""
     utt2spk = {u: v[0] for u, v in utts.items()}
@@ -113,7 +105,7 @@ def write_set(out_dir, utts, genders, *, trials_per_spk=None, seed=1):
     write_kv(os.path.join(out_dir, "text"), {u: v[2] for u, v in utts.items()})
     write_kv(os.path.join(out_dir, "spk2gender"), {s: genders[s] for s in set(utt2spk.values())})
     if trials_per_spk:
-        write_trials(os.path.join(out_dir, "trials"), make_trials(trial_utts(utt2spk, trials_per_spk, seed)))
+        write_trials(os.path.join(out_dir, "trials"), make_trials(sample_utts_per_speaker(utt2spk, trials_per_spk, seed)))
     validate_data_dir(out_dir, need_wav=True)
 
 

@@ -49,4 +49,8 @@ echo "$(date '+%Y-%m-%d %H:%M:%S') $0: mini corpus (seed $seed) -> $corpus_dir, 
 # a sequence-level factor as strong as the speaker here, so scores are reported on both lists.
 awk 'NR == FNR { cond[$1] = $2; next } cond[$1] == cond[$2]' \
   "$data_dir/test/utt2cond" "$data_dir/test/trials" > "$data_dir/test/trials_same_cond.tmp"
-mv "$data_dir/test/trials_same_cond.tmp" "$data_dir/test/trials_same_cond"
+if cmp -s "$data_dir/test/trials_same_cond.tmp" "$data_dir/test/trials_same_cond"; then
+  rm "$data_dir/test/trials_same_cond.tmp"    # unchanged: a skipped rerun touches nothing
+else
+  mv "$data_dir/test/trials_same_cond.tmp" "$data_dir/test/trials_same_cond"
+fi
