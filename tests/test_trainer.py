@@ -81,6 +81,8 @@ def test_resume_after_interruption_gives_same_model(sets, monkeypatch):
         train(sets, exp)
     monkeypatch.setattr(Trainer, "_step", orig)
     assert ckpt.last_step_dir(os.path.join(exp, "checkpoints")).endswith("step00000003")
+    with open(os.path.join(exp, "metrics.jsonl"), "a") as f:   # as if killed in the middle of an append
+        f.write('{"epoch": 2, "step": 6, "tra')
     summary = train(sets, exp)
     assert summary["step"] == 9
     assert_same_weights(weights(ref), weights(exp))

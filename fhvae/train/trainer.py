@@ -362,8 +362,15 @@ def _truncate_metrics(path, step):
     """Drop metric lines written after ``step`` (by a run killed before its next checkpoint)."""
     if not os.path.isfile(path):
         return
+    keep = []
     with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:   # a line cut short by a kill during the append
+                continue
+            if rec["step"] <= step:
+                keep.append(json.dumps(rec) + "\n")
     atomic_write_text(path, "".join(keep))
 
 
