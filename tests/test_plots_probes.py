@@ -12,6 +12,7 @@ import torch
 from fhvae import config
 from fhvae.errors import DataError
 from fhvae.eval import labels as lab
+from fhvae.eval import convert as convert_mod
 from fhvae.eval import plots, probes
 from fhvae.export import export, load_model
 from fhvae.io.datadir import subset_data_dir, write_kv
@@ -282,11 +283,11 @@ def test_convert_writes_same_frame_counts(setup, tmp_path):
         assert (out / "utt2tgt").read_text().splitlines()[0] == "spk10-u00 spk01"
     # a utterance list converts only the listed utterances, each to its own target
     (tmp_path / "u2t").write_text("spk11-u01 spk02\nspk10-u00 spk00\n")
-    assert plots.convert(exp, str(d / "test"), str(tmp_path / "list"), sv, src_utt2tgt=str(tmp_path / "u2t")) == 2
+    assert convert_mod.convert(exp, str(d / "test"), str(tmp_path / "list"), sv, src_utt2tgt=str(tmp_path / "u2t")) == 2
     assert (tmp_path / "list" / "utt2num_frames").read_text() == (
         f"spk10-u00 {len(feats['test']['spk10-u00'])}\nspk11-u01 {len(feats['test']['spk11-u01'])}\n")
     with pytest.raises(DataError, match=r"spk_svector.scp: no s-vector for target speaker\(s\) nobody"):
-        plots.convert(exp, str(d / "test"), str(tmp_path / "bad"), sv, target_spk="nobody")
+        convert_mod.convert(exp, str(d / "test"), str(tmp_path / "bad"), sv, target_spk="nobody")
 
 
 def test_convert_shifts_z2_by_svector_difference(setup):
@@ -294,9 +295,9 @@ def test_convert_shifts_z2_by_svector_difference(setup):
     model, cfg, stats = load_model(exp)
     x = stats.normalize(feats["test"]["spk10-u01"])  # not a multiple of 10 frames: last window overlaps
     T = len(x)
-    s_u = plots._svector(model, cfg, x)
+    s_u = convert_mod._svector(model, cfg, x)
     # target = own s-vector: plain reconstruction of non-overlapping windows, the last ending at T
-    same = plots.convert_utterance(model, cfg, x, s_u)
+    same = convert_mod.convert_utterance(model, cfg, x, s_u)
     starts = list(range(0, T - 10 + 1, 10)) + ([T - 10] if T % 10 else [])
     z1, z2 = probes.encode_segments(model, np.stack([x[s:s + 10] for s in starts]))
     rec = plots.decode_means(model, z1, z2, 10)
@@ -304,7 +305,7 @@ def test_convert_shifts_z2_by_svector_difference(setup):
     np.testing.assert_allclose(same[T - 10:], rec[-1], atol=1e-5)
     # another target: every window decoded with z2 + (s_t - s_u)
     s_t = s_u + np.array([1.0, -1.0, 0.5, 0.0], dtype=np.float32)
-    conv = plots.convert_utterance(model, cfg, x, s_t)
+    conv = convert_mod.convert_utterance(model, cfg, x, s_t)
     want = plots.decode_means(model, z1, z2 + (s_t - s_u), 10)
     np.testing.assert_allclose(conv[10:20], want[1], atol=1e-5)
     assert not np.allclose(conv, same, atol=1e-3)

@@ -34,7 +34,7 @@ def _main(argv):
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
 
-    from fhvae.eval.plots import convert
+    from fhvae.eval.convert import convert
     convert(a.exp_dir, a.data_dir, a.out_dir, a.svectors, target_spk=a.target_spk, src_utt2tgt=a.src_utt2tgt,
             mode=a.windows, which=a.checkpoint, device=a.device)
     return 0
