@@ -171,3 +171,36 @@ def test_feature_dim_differs_from_model(tmp_path):
     _sets(tmp_path)
     with pytest.raises(ConfigError, match="model.feat_dim=80 but .*stats.npz has dim 8"):
         train(tmp_path, str(tmp_path / "exp"), [("model.feat_dim", 80)])
+
+
+@pytest.mark.slow
+def test_soak_random_sigkills_then_same_model(tmp_path):
+    """SIGKILL fhvae-train at random moments (seeded), many times in a row, restarting each time with
+    the same command: the run completes with the same model as an uninterrupted one, and no
+    checkpoint is ever read half-written (a corrupt one would fail the restart)."""
+    import random
+
+    from fhvae.train import checkpoint as ckpt
+    from tests.test_trainer import TINY, assert_same_weights
+    _sets(tmp_path)
+    d = str(tmp_path)
+    over = [a for k, v in TINY + [("train.max_epochs", 20)] for a in (f"--{k}", str(v))]
+    base = [sys.executable, "-m", "fhvae.bin.train", "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev"]
+    subprocess.run(base + ["--exp-dir", f"{d}/ref"] + over, check=True, env=ENV, capture_output=True)
+    rng, kills, exp = random.Random(0), 0, f"{d}/soak"
+    for _ in range(8):
+        p = subprocess.Popen(base + ["--exp-dir", exp] + over, env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        try:
+            p.wait(timeout=rng.uniform(1.0, 4.0))
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+            continue
+        assert p.returncode == 0, p.stderr.read().decode()[-2000:]
+        break
+    assert kills >= 3
+    subprocess.run(base + ["--exp-dir", exp] + over, check=True, env=ENV, capture_output=True)
+    assert_same_weights(ckpt.load_model_weights(f"{d}/ref"), ckpt.load_model_weights(exp))
+    assert_same_weights(ckpt.load_model_weights(f"{d}/ref", "best"), ckpt.load_model_weights(exp, "best"))
