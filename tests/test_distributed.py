@@ -68,3 +68,38 @@ def test_torchrun_cli_trains_and_resumes(sets):
     # more epochs with the same config is a different config: refused, naming the key
     r = subprocess.run(cmd[:-1] + ["3"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "train.max_epochs" in r.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_killed_then_resumed_matches_uninterrupted(sets):
+    """Kill a 2-rank torchrun run (whole process group) after its first checkpoint; the same command
+    resumes every rank from its own part and ends with the same model as an uninterrupted run."""
+    import signal
+    import time
+
+    d = str(sets)
+    over = [a for k, v in TINY + [("train.max_epochs", 6)] for a in (f"--{k}", str(v))]
+
+    def cmd(exp):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "fhvae.bin.train", "--train-dir", f"{d}/train", "--dev-dir", f"{d}/dev",
+                "--exp-dir", exp] + over
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd(f"{d}/ref"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    exp = f"{d}/killed"
+    p = subprocess.Popen(cmd(exp), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    last, t0 = os.path.join(exp, "checkpoints", "last"), time.time()
+    while p.poll() is None and not os.path.exists(last) and time.time() - t0 < 120:
+        time.sleep(0.01)
+    assert p.poll() is None, "finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not os.path.exists(os.path.join(exp, "done"))
+    r = subprocess.run(cmd(exp), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = ckpt.load_model_weights(f"{d}/ref"), ckpt.load_model_weights(exp)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
