@@ -22,6 +22,7 @@ class DataConfig:
     seg_len: int = 20           # frames per segment (the paper: 20)
     seg_shift: int = 8          # training: N_i = floor((L_i - seg_len) / seg_shift) + 1 random-start segments
     dev_seg_shift: int = 20     # dev/export s-vectors: non-overlapping segments
+    dev_max_utts: int = 0       # dev bound on at most this many dev utterances (seeded sample); 0 = all
     max_bad_utts: float = 0.05  # fraction of broken utterances (NaN/inf, unreadable) tolerated before stopping
 
 
@@ -73,6 +74,7 @@ class Config:
             (d.seg_len >= 1, "data.seg_len must be >= 1"),
             (d.seg_shift >= 1 and d.dev_seg_shift >= 1, "data.seg_shift/dev_seg_shift must be >= 1"),
             (0 <= d.max_bad_utts <= 1, "data.max_bad_utts must be a fraction in [0, 1]"),
+            (d.dev_max_utts >= 0, "data.dev_max_utts must be >= 0 (0 = all)"),
             (m.z2_prior_var > 0, "model.z2_prior_var must be > 0"),
             (m.seg_len == d.seg_len, "model.seg_len must equal data.seg_len"),
         ]

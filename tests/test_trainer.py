@@ -239,3 +239,14 @@ def test_full_disk_keeps_previous_checkpoint_and_resumes(sets, monkeypatch):
     train(sets, exp)
     assert_same_weights(weights(ref), weights(exp))
 
+
+
+def test_dev_max_utts_bounds_the_dev_set(sets):
+    from fhvae.features.stats import load_stats
+    from fhvae.train.trainer import DevSet
+    stats = load_stats(str(sets / "train" / "stats.npz"))
+    full = DevSet(str(sets / "dev"), stats, 10, 10, 8)
+    part = DevSet(str(sets / "dev"), stats, 10, 10, 8, max_utts=2, seed=1)
+    assert full.n_seqs == 4 and part.n_seqs == 2 and len(part.x) < len(full.x)
+    again = DevSet(str(sets / "dev"), stats, 10, 10, 8, max_utts=2, seed=1)
+    assert torch.equal(part.x, again.x)

@@ -80,10 +80,14 @@ def map_cache(model, data, seg_len, prior_var, device):
 
 
 class DevSet:
-    """Dev sequences loaded once: non-overlapping segments (shift dev_seg_shift)."""
+    """Dev sequences loaded once (all, or a seeded sample of ``max_utts``): non-overlapping segments."""
 
-    def __init__(self, data_dir, stats, seg_len, shift, feat_dim):
+    def __init__(self, data_dir, stats, seg_len, shift, feat_dim, max_utts=0, seed=0):
         index = load_set(data_dir, seg_len)
+        if 0 < max_utts < len(index):   # a fixed, seeded sample keeps memory bounded on large dev sets
+            keep = np.sort(np.random.default_rng(seed).choice(len(index), max_utts, replace=False))
+            log.info("%s: dev bound on %d of %d utterances (data.dev_max_utts)", data_dir, max_utts, len(index))
+            index = index.subset(keep)
         reader = UttReader(index, stats, feat_dim)
         segs, seq = [], []
         for i in range(len(index)):
@@ -159,7 +163,7 @@ class Trainer:
                  len(self.index), int(n_seg.sum()), t.sampling, self.sampler.k, t.batch_size,
                  self.dist.rank, self.dist.world)
         self.dev = DevSet(self.dev_dir, self.stats, cfg.data.seg_len, cfg.data.dev_seg_shift,
-                          cfg.model.feat_dim)
+                          cfg.model.feat_dim, cfg.data.dev_max_utts, t.seed)
         torch.manual_seed(t.seed)   # identical initial weights on every rank
         self.model = FHVAE(cfg.model).to(self.device)
         self.ddp_model = self.dist.wrap(self.model)
