@@ -220,9 +220,7 @@ def bench_loader(size_gb=0.5, k=2000, blocks=3, corpus_dir=None, train_steps=20,
         corpus_dir = tmp
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(corpus_dir, "feats.scp")):
-        info = make_corpus(corpus_dir, size_gb)
-    else:
-        info = {"utts": None, "bytes": None}
+        make_corpus(corpus_dir, size_gb)
     make_s = time.perf_counter() - t0
     rss0 = _rss_mb()
     t0 = time.perf_counter()

@@ -120,7 +120,6 @@ def test_sigkill_during_fbank_then_rerun(tmp_path, repo_root):
 
 def test_broken_utterances_are_skipped_then_too_many_stop(tmp_path):
     """NaN features: a few are skipped with a count; more than data.max_bad_utts stops training."""
-    from fhvae.io.ark import ArkScpWriter
     train_set = make_feats_dir(str(tmp_path / "train"), n_spk=4, utts_per_spk=5, seed=0)
     make_feats_dir(str(tmp_path / "dev"), n_spk=2, utts_per_spk=2, seed=1)
     write_stats(str(tmp_path / "train" / "stats.npz"), train_set)

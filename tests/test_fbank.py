@@ -269,7 +269,7 @@ def test_stage_failures_leave_no_outputs(tmp_path):
     os.unlink(data / "wav" / "spkB-u3.wav")
     (data / "wav.scp").write_text((data / "wav.scp").read_text().replace(
         f"{data}/wav/spkB-u3.wav", f"cat {data}/wav/spkB-u3.wav |"))  # pipe: passes validation, fails in the job
-    with pytest.raises(FhvaeError, match=r"make_fbank_d\.\d\.log") as e:
+    with pytest.raises(FhvaeError, match=r"make_fbank_d\.\d\.log"):
         make_fbank(str(data), nj=2)
     assert not (data / "feats.scp").exists() and (data / ".backup" / "feats.scp").exists()
     logs = "".join(open(data / "log" / f).read() for f in os.listdir(data / "log") if f.endswith(".log"))

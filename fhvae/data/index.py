@@ -37,10 +37,6 @@ class UttIndex:
     def name(self, i):
         return self._blob[self._name_off[i]:self._name_off[i + 1]].decode("utf-8")
 
-    def names(self, idx=None):
-        idx = range(len(self)) if idx is None else idx
-        return [self.name(int(i)) for i in idx]
-
     def entry(self, i):
         """(ark path, byte offset) of utterance i."""
         return self.ark_paths[self.ark_id[i]], int(self.offset[i])

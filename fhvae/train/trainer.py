@@ -179,7 +179,7 @@ class Trainer:
     # ---- main loop ----------------------------------------------------------------------
     def run(self):
         """Train until early stopping or max_epochs; returns the summary dict."""
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         os.makedirs(self.ckpt_dir, exist_ok=True)
         done_path = os.path.join(self.exp_dir, "done")
         if os.path.isfile(done_path):
