@@ -1,4 +1,4 @@
-"""Kaldi data dirs: table reading, validation (every error path), fix, split, subset, trials, CLIs."""
+"""Kaldi data dirs: table reading, validation (every error path), fix, split, subset, crop, trials, CLIs."""
 import logging
 import os
 import subprocess
@@ -363,6 +363,57 @@ def test_subset_by_utts_and_spks(tmp_path, caplog):
     assert dd.utts == ["s2-u1", "s2-u2", "s2-u3"] and dd.segments is None and dd.text is None  # stale removed
     with pytest.raises(DataError, match="no utterance"):
         D.subset_data_dir(d2, dst, spks=["zz"])
+
+
+def _write_wav(path, seconds):
+    import numpy as np
+    from scipy.io import wavfile
+    wavfile.write(path, 16000, np.zeros(int(round(seconds * 16000)), dtype=np.int16))
+
+
+def test_crop_from_wav_lengths(tmp_path, caplog):
+    d = make_dir(str(tmp_path), feats=True, text=True)  # wav.scp keyed by utterance, no segments
+    lengths = {u: 0.5 + 0.75 * i for i, u in enumerate(sorted(D.read_kv(os.path.join(d, "utt2spk"))))}
+    for u, sec in lengths.items():
+        _write_wav(str(tmp_path / f"{u}.wav"), sec)
+    D.write_kv(os.path.join(d, "utt2cond"), {u: "clean" for u in lengths})
+    dst = str(tmp_path / "crop")
+    with caplog.at_level(logging.INFO, logger="fhvae.io.datadir"):
+        assert D.crop_data_dir(d, dst, 1.0) == len(lengths)
+    assert "1 not longer, kept whole" in caplog.text  # the 0.5 s utterance
+    dd = D.validate_data_dir(dst)
+    assert dd.utts == sorted(lengths) and set(dd.wav_scp) == set(lengths)
+    for u, sec in lengths.items():
+        reco, start, end = dd.segments[u]
+        assert reco == u
+        if sec > 1.0:  # central second
+            assert abs(start - (sec - 1.0) / 2) < 1e-3 and abs(end - start - 1.0) < 1e-3
+        else:
+            assert (start, end) == (0.0, sec)
+        assert abs(dd.utt2dur[u] - (end - start)) < 1e-9
+    # whole-utterance tables are not carried over; the others are
+    assert dd.feats_scp is None and dd.text is None and dd.utt2num_frames is None
+    assert dd.utt2cond == {u: "clean" for u in lengths}
+
+
+def test_crop_within_segments_and_errors(tmp_path):
+    d = make_dir(str(tmp_path), segments=True)  # segments of 1.0 s each, at 1.5 s spacing
+    dst = str(tmp_path / "crop")
+    D.crop_data_dir(d, dst, 0.4)
+    src, out = D.load_data_dir(d), D.validate_data_dir(dst)
+    for u, (reco, start, end) in src.segments.items():
+        assert out.segments[u] == (reco, round(start + 0.3, 3), round(start + 0.7, 3))
+    assert set(out.wav_scp) == set(src.wav_scp)
+    with pytest.raises(DataError, match="duration must be > 0"):
+        D.crop_data_dir(d, dst, 0)
+    with pytest.raises(DataError, match="same dir"):
+        D.crop_data_dir(d, d, 1.0)
+    d2 = make_dir(str(tmp_path / "b"))  # empty placeholder wavs: unreadable, named with line
+    with pytest.raises(DataError, match=r"wav.scp:1 \(utt s1-u1\)"):
+        D.crop_data_dir(d2, dst, 1.0)
+    D.write_kv(os.path.join(d2, "utt2dur"), {"s1-u1": "2.0"})
+    with pytest.raises(DataError, match="utt2dur: no duration for 5 utterance"):
+        D.crop_data_dir(d2, dst, 1.0)
 
 
 # ----------------------------------------------------------------------------- trials

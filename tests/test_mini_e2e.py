@@ -29,8 +29,13 @@ def test_mini_recipe_all_stages(tmp_path):
         z1 = kaldiio.load_scp(os.path.join(exp, "export", s, "z1.scp"))
         assert {k: v.shape[0] for k, v in z1.items()} == {k: int(v) for k, v in n2f.items()}
         assert len(kaldiio.load_scp(os.path.join(exp, "export", s, "svector.scp"))) == len(n2f)
-    # stage 6: two trial lists x four scorings, each with the metrics
-    for trials in ("trials", "trials_same_cond"):
+    # stage 5: the 1 s crops of the test set, as s-vectors only
+    n2f = dict(line.split() for line in open(os.path.join(recipe, "data", "test_1s", "utt2num_frames")))
+    assert set(n2f.values()) == {"98"}  # 1 s at 16 kHz: 1 + (16000 - 400) // 160 frames
+    assert len(kaldiio.load_scp(os.path.join(exp, "export", "test_1s", "svector.scp"))) == len(n2f)
+    assert not os.path.exists(os.path.join(exp, "export", "test_1s", "z1.scp"))
+    # stage 6: two trial lists (whole utterances, 1 s crops) x four scorings, each with the metrics
+    for trials in ("trials", "trials_same_cond", "test_1s/trials", "test_1s/trials_same_cond"):
         for name in ("svector_cosine", "svector_plda", "baseline_cosine", "baseline_plda"):
             r = json.load(open(os.path.join(exp, "sv", trials, name, "results.json")))
             assert 0 <= r["eer"] <= 100 and "mindcf_p0.01" in r

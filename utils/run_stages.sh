@@ -21,7 +21,8 @@ fbank_config=conf/fbank.yaml
 train_opts=""
 phone_classes=""           # phone -> SON/OBS/SIL map for phone-class plots/probes; "" if the corpus has none
 svectors_only_sets=""      # sets exported as s-vectors only (no frame-level z1/z2), e.g. a large train set
-trials=data/test/trials    # one or more trial lists; scores go to <exp>/sv/<list name>/<vectors>_<backend>
+trials=data/test/trials    # trial lists data/<set>/<list>; scores go to <exp>/sv/<list>/<vectors>_<backend>
+                           # (<exp>/sv/<set>/<list>/... for sets other than test)
 tsne_segments=2000         # test segments in the t-SNE plots
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -63,15 +64,20 @@ fi
 
 if run 6; then
   log_stage 6 "speaker verification on $trials (s-vectors vs fbank mean+std baseline)"
-  for s in train test; do
+  # A trial list data/<set>/<list> scores the vectors of <set> (exported in stage 5).
+  trial_sets=$(for t in $trials; do basename "$(dirname "$t")"; done | sort -u)
+  for s in train $trial_sets; do
     fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
   done
   for t in $trials; do
+    s=$(basename "$(dirname "$t")")
+    out=$exp/sv/$(basename "$t")
+    [ "$s" = test ] || out=$exp/sv/$s/$(basename "$t")
     for backend in cosine plda; do
       for vec in svector baseline; do
         if [ $vec = svector ]; then dir=$exp/export; name=svector.scp; else dir=$exp/baseline; name=vectors.scp; fi
-        fhvae-score-sv --trials "$t" --vectors "$dir/test/$name" --train-vectors "$dir/train/$name" \
-          --train-utt2spk data/train/utt2spk --backend $backend --out-dir "$exp/sv/$(basename "$t")/${vec}_$backend"
+        fhvae-score-sv --trials "$t" --vectors "$dir/$s/$name" --train-vectors "$dir/train/$name" \
+          --train-utt2spk data/train/utt2spk --backend $backend --out-dir "$out/${vec}_$backend"
       done
     done
   done

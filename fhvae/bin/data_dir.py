@@ -1,4 +1,4 @@
-"""fhvae-data-dir: Kaldi data-dir tools (validate, fix, split, subset, spk2utt, trials).
+"""fhvae-data-dir: Kaldi data-dir tools (validate, fix, split, subset, crop, spk2utt, trials).
 
 The utils/*.sh wrappers (validate_data_dir.sh, fix_data_dir.sh, split_data.sh, ...) call these.
 """
@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   fhvae-data-dir fix data/train
   fhvae-data-dir split data/train 8          # prints the effective number of parts
   fhvae-data-dir subset --spk-list dev.spk data/train data/dev
+  fhvae-data-dir crop --duration 1.0 data/test data/test_1s   # central 1 s of each utterance
   fhvae-data-dir utt2spk-to-spk2utt < data/train/utt2spk > data/train/spk2utt
   fhvae-data-dir make-trials --n-target 1000 --n-nontarget 10000 data/test/utt2spk data/test/trials
 """
@@ -59,6 +60,14 @@ def _main(argv):
     p.add_argument("src")
     p.add_argument("dst")
 
+    p = sub.add_parser("crop", help="cut every utterance to its central --duration seconds (segments)",
+                       description="Write DST with a segments file that keeps the central --duration seconds "
+                       "of every utterance of SRC (same utterance ids; shorter ones are kept whole). "
+                       "Features are not copied: compute them for DST.")
+    p.add_argument("--duration", type=float, required=True, help="seconds to keep, e.g. 1.0")
+    p.add_argument("src")
+    p.add_argument("dst")
+
     p = sub.add_parser("utt2spk-to-spk2utt", help="utt2spk (file or stdin) -> spk2utt on stdout")
     p.add_argument("file", nargs="?", default="-")
     p = sub.add_parser("spk2utt-to-utt2spk", help="spk2utt (file or stdin) -> utt2spk on stdout")
@@ -88,6 +97,8 @@ def _main(argv):
             datadir.subset_data_dir(args.src, args.dst, utts=ids)
         else:
             datadir.subset_data_dir(args.src, args.dst, spks=ids)
+    elif args.command == "crop":
+        datadir.crop_data_dir(args.src, args.dst, args.duration)
     elif args.command == "utt2spk-to-spk2utt":
         utt2spk = datadir.read_kv(args.file, min_fields=2, max_fields=2, check_sorted=False)
         _write_table(datadir.utt2spk_to_spk2utt(utt2spk))

@@ -480,6 +480,75 @@ def subset_data_dir(src, dst, *, utts=None, spks=None) -> int:
     return len(keep)
 
 
+# Tables that describe the whole utterance, not a part of it: not carried over to a crop.
+_SPAN_FILES = ("feats.scp", "utt2num_frames", "utt2dur", "text", "vad.scp", "cmvn.scp")
+
+
+def _utterance_spans(dd, src):
+    """utt -> (recording, start_s, end_s) from segments, else utt2dur, else the wav files."""
+    if dd.segments is not None:
+        return dict(dd.segments)
+    if dd.wav_scp is None:
+        raise DataError(f"{src}: needs wav.scp (and segments or utt2dur) to crop utterances")
+    if dd.utt2dur is not None:
+        missing = [u for u in dd.utts if u not in dd.utt2dur]
+        if missing:
+            raise DataError(f"{os.path.join(src, 'utt2dur')}: no duration for {len(missing)} utterance(s), "
+                            f"e.g. {missing[0]} ({FIX_HINT})")
+        return {u: (u, 0.0, dd.utt2dur[u]) for u in dd.utts}
+    from fhvae.io.audio import read_wav_entry  # only needed without segments / utt2dur
+    spans = {}
+    for lineno, utt in enumerate(sorted(dd.wav_scp), 1):
+        if utt in dd.utt2spk:
+            n = read_wav_entry(dd.wav_scp[utt], expected_rate=16000,
+                               where=f"{os.path.join(src, 'wav.scp')}:{lineno} (utt {utt})").shape[0]
+            spans[utt] = (utt, 0.0, n / 16000.0)
+    return spans
+
+
+def crop_data_dir(src, dst, duration) -> int:
+    """Write ``dst``: every utterance of ``src`` cut to its central ``duration`` seconds.
+
+    The crop is a Kaldi ``segments`` file (utterance ids unchanged, so trial lists of ``src``
+    apply) over ``src``'s recordings; utterances not longer than ``duration`` are kept whole (and
+    counted in the log). Spans come from ``src/segments``, else ``src/utt2dur``, else the 16 kHz
+    wav files. Tables that describe the whole utterance (feats.scp, text, ...) are not copied:
+    compute features for ``dst``. Returns the number of utterances written.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if not duration > 0:
+        raise DataError(f"crop_data_dir: duration must be > 0 seconds, got {duration}")
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise DataError(f"crop_data_dir: source and destination are the same dir {src}")
+    dd = load_data_dir(src)
+    spans = _utterance_spans(dd, src)
+    missing = [u for u in dd.utts if u not in spans]
+    if missing:
+        raise DataError(f"{src}: {len(missing)} utterance(s) have no recording in wav.scp/segments, "
+                        f"e.g. {missing[0]} ({FIX_HINT})")
+    raw = {k: v for k, v in _read_raw(src).items() if k not in _SPAN_FILES}
+    segments, utt2dur, whole = {}, {}, 0
+    for u in dd.utts:
+        reco, start, end = spans[u]
+        if end - start > duration:
+            start = round(start + (end - start - duration) / 2, 3)
+            end = round(start + duration, 3)
+        else:
+            whole += 1
+        segments[u] = f"{reco} {start:.3f} {end:.3f}"
+        utt2dur[u] = f"{end - start:.3f}"
+    if dd.segments is None:  # wav.scp was keyed by utterance; now by recording (same ids)
+        raw["wav.scp"] = {u: raw["wav.scp"][u] for u in dd.utts}
+    raw["segments"], raw["utt2dur"] = segments, utt2dur
+    for name in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES:  # no stale tables in dst
+        if os.path.exists(os.path.join(dst, name)) and name not in raw:
+            os.unlink(os.path.join(dst, name))
+    _write_restricted(raw, src, dst, set(dd.utts))
+    log.info("%s -> %s: %d utterances cut to their central %.3f s (%d not longer, kept whole)",
+             src, dst, len(segments), duration, whole)
+    return len(segments)
+
+
 def fix_data_dir(path) -> Tuple[int, int]:
     """Make a data dir consistent, like Kaldi's fix_data_dir.sh; returns (kept, removed) utterance counts.
 

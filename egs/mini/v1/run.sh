@@ -2,12 +2,14 @@
 # Mini recipe: a self-contained espeak-ng corpus, end to end on a laptop (no download).
 #
 # Stages (the same numbers in every recipe; 2-7 are utils/run_stages.sh):
-#   1 data preparation   local/data.sh -> data/{train,dev,test}, data/test/trials{,_same_cond}
+#   1 data preparation   local/data.sh -> data/{train,dev,test}, data/test/trials{,_same_cond};
+#                        data/test_1s: the central 1 s of each test utterance, same trials
 #   2 fbank              fhvae-compute-fbank -> data/<set>/feats.scp, utt2num_frames
 #   3 stats              fhvae-compute-stats -> data/train/stats.npz
 #   4 training           fhvae-train -> exp/<tag>/{config.yaml,checkpoints,metrics.jsonl,training_curve.png}
 #   5 export             fhvae-export -> exp/<tag>/export/<set>/{z1,z2,svector,spk_svector}.scp
-#   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline, both trial lists
+#   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline, both trial lists,
+#                        on whole test utterances and on their 1 s crops
 #   7 plots and probes   fhvae-plot, fhvae-probe, fhvae-report -> exp/<tag>/{plots,probes,RESULTS.md}
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 4] [--tag fhvae] [--train-opts '--train.lr 1e-3']
@@ -27,10 +29,12 @@ train_config=conf/train.yaml
 fbank_config=conf/fbank.yaml
 train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
 tsne_segments=2000
-sets="train dev test"
+sets="train dev test test_1s"
+short_test_dur=1.0  # seconds kept of each test utterance in data/test_1s
 
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']
-       [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]"
+       [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]
+       [--short-test-dur 1.0]"
 cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
@@ -42,12 +46,16 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage 1: data preparation (espeak-ng mini corpus)"
   local/data.sh --seed "$seed" --nj "$nj" --num-train-spk "$num_train_spk" --num-test-spk "$num_test_spk" \
     --utts-per-spk "$utts_per_spk" --num-dev-utts "$num_dev_utts" "$corpus_dir" data
+  # short-duration condition: the same trials on the central second of each test utterance
+  fhvae-data-dir crop --duration "$short_test_dur" data/test data/test_1s
+  cp data/test/trials data/test/trials_same_cond data/test_1s/
   for s in $sets; do utils/validate_data_dir.sh --no-feats data/$s; done
 fi
 
 utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp "$exp" --sets "$sets" \
   --train-config "$train_config" --fbank-config "$fbank_config" --train-opts "$train_opts" \
   --phone-classes local/phone_classes.txt --tsne-segments "$tsne_segments" \
-  --trials "data/test/trials data/test/trials_same_cond"
+  --svectors-only-sets test_1s \
+  --trials "data/test/trials data/test/trials_same_cond data/test_1s/trials data/test_1s/trials_same_cond"
 
 echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/*/*/results.json, $exp/plots, $exp/probes"
