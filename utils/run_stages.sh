@@ -8,7 +8,8 @@
 #
 # Stages: 2 fbank (+ fix/validate data dirs), 3 stats (train), 4 training, 5 export,
 # 6 speaker verification (cosine and PLDA on s-vectors and the fbank mean+std baseline),
-# 7 t-SNE / recombination plots and linear probes. Sets are named train, dev and test.
+# 7 t-SNE / recombination plots and linear probes. Sets are named train, dev and test (plus any
+# other set a trial list lives in, e.g. data/test_1s/trials).
 set -euo pipefail
 
 stage=2

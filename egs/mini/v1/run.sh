@@ -58,4 +58,4 @@ utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp
   --svectors-only-sets test_1s \
   --trials "data/test/trials data/test/trials_same_cond data/test_1s/trials data/test_1s/trials_same_cond"
 
-echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/*/*/results.json, $exp/plots, $exp/probes"
+echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/{,test_1s/}*/*/results.json, $exp/plots, $exp/probes"
