@@ -22,7 +22,7 @@ seed=1
 tag=fhvae
 corpus_dir=corpus
 num_train_spk=24
-num_test_spk=8
+num_test_spk=16
 utts_per_spk=30
 num_dev_utts=4
 train_config=conf/train.yaml
@@ -33,7 +33,7 @@ sets="train dev test test_1s"
 short_test_dur=1.0  # seconds kept of each test utterance in data/test_1s
 
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']
-       [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]
+       [--num-train-spk 24] [--num-test-spk 16] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]
        [--short-test-dur 1.0]"
 cd "$(dirname "$0")"
 . ./path.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data preparation of the mini recipe: synthesize the espeak-ng corpus and make Kaldi data dirs.
 #
-# Usage: local/data.sh [--seed 1] [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30]
+# Usage: local/data.sh [--seed 1] [--num-train-spk 24] [--num-test-spk 16] [--utts-per-spk 30]
 #                      [--num-dev-utts 4] [--nj N] <corpus-dir> <data-dir>
 #   e.g. local/data.sh corpus data
 # Writes <corpus-dir>/wav/<spk>/<utt>.wav (16 kHz 16-bit mono), <corpus-dir>/speakers.txt and
@@ -16,12 +16,12 @@ set -euo pipefail
 
 seed=1
 num_train_spk=24
-num_test_spk=8
+num_test_spk=16
 utts_per_spk=30
 num_dev_utts=4
 nj=$(nproc 2>/dev/null || echo 1)
 
-help_message="Usage: $0 [--seed 1] [--num-train-spk 24] [--num-test-spk 8] [--utts-per-spk 30] [--num-dev-utts 4] [--nj N] <corpus-dir> <data-dir>
+help_message="Usage: $0 [--seed 1] [--num-train-spk 24] [--num-test-spk 16] [--utts-per-spk 30] [--num-dev-utts 4] [--nj N] <corpus-dir> <data-dir>
   e.g. $0 corpus data"
 local_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$local_dir/../../../.." && pwd)

@@ -477,7 +477,7 @@ def _complete(data_dir, sets, marker, stamp):
     return True
 
 
-def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=8, utts_per_spk=30,
+def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=16, utts_per_spk=30,
                 num_dev_utts=4, nj=2, phone_classes=None):
     """Generate audio under ``corpus_dir/wav`` and data dirs ``data_dir/{train,dev,test}``.
 
@@ -543,7 +543,7 @@ def _main(argv):
     p.add_argument("data_dir", help="Kaldi data dirs go to <data-dir>/{train,dev,test}")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--num-train-spk", type=int, default=24)
-    p.add_argument("--num-test-spk", type=int, default=8)
+    p.add_argument("--num-test-spk", type=int, default=16)
     p.add_argument("--utts-per-spk", type=int, default=30, help="utterances per speaker in train / test")
     p.add_argument("--num-dev-utts", type=int, default=4, help="extra utterances per train speaker, in dev")
     p.add_argument("--nj", type=int, default=os.cpu_count() or 1, help="parallel synthesis processes")
