@@ -414,6 +414,10 @@ def test_crop_within_segments_and_errors(tmp_path):
     D.write_kv(os.path.join(d2, "utt2dur"), {"s1-u1": "2.0"})
     with pytest.raises(DataError, match="utt2dur: no duration for 5 utterance"):
         D.crop_data_dir(d2, dst, 1.0)
+    D.write_kv(os.path.join(d2, "utt2dur"), {u: "2.0" for u in D.read_kv(os.path.join(d2, "utt2spk"))})
+    D.write_kv(os.path.join(d2, "wav.scp"), {"s1-u1": str(tmp_path / "b" / "s1-u1.wav")})
+    with pytest.raises(DataError, match="5 utterance.s. have no recording in wav.scp"):
+        D.crop_data_dir(d2, dst, 1.0)
 
 
 # ----------------------------------------------------------------------------- trials

@@ -522,7 +522,7 @@ def crop_data_dir(src, dst, duration) -> int:
         raise DataError(f"crop_data_dir: source and destination are the same dir {src}")
     dd = load_data_dir(src)
     spans = _utterance_spans(dd, src)
-    missing = [u for u in dd.utts if u not in spans]
+    missing = [u for u in dd.utts if u not in spans or (dd.segments is None and u not in dd.wav_scp)]
     if missing:
         raise DataError(f"{src}: {len(missing)} utterance(s) have no recording in wav.scp/segments, "
                         f"e.g. {missing[0]} ({FIX_HINT})")
