@@ -110,6 +110,18 @@ def test_changed_config_in_trained_exp_dir_is_refused(sets):
         train(sets, exp, [("train.max_epochs", 1), ("train.lr", 0.5)])
 
 
+def test_more_epochs_on_a_finished_run_continues_it(sets):
+    ref = str(sets / "ref")
+    train(sets, ref, [("train.max_epochs", 2)])
+    exp = str(sets / "exp")
+    assert train(sets, exp, [("train.max_epochs", 1)])["step"] == 3
+    with pytest.raises(ConfigError, match=r"differs in: train.lr\)"):  # the stopping rule is not listed
+        train(sets, exp, [("train.max_epochs", 2), ("train.lr", 0.5)])
+    assert train(sets, exp, [("train.max_epochs", 2)])["step"] == 6
+    assert_same_weights(weights(ref), weights(exp))
+    assert config.read_exp_config(exp)[0].train.max_epochs == 2
+
+
 def _nan_at(monkeypatch, steps):
     """Make the loss non-finite at the given (1-based) steps."""
     from fhvae.train import trainer as tr

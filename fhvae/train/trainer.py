@@ -399,9 +399,15 @@ def plot_curves(exp_dir):
     plt.close(fig)
 
 
+# Keys that only say when to stop: changing them on an exp dir with checkpoints continues training.
+STOPPING_KEYS = ("train.max_epochs", "train.patience")
+
+
 def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path):
     """Write (or check) the resolved config in exp_dir. A different config in an exp dir that already
-    has checkpoints is a ConfigError naming the keys that differ."""
+    has checkpoints is a ConfigError naming the keys that differ, except for the stopping rule
+    (STOPPING_KEYS): a new max_epochs / patience continues from the last checkpoint (a finished
+    run's ``done`` marker is removed)."""
     os.makedirs(exp_dir, exist_ok=True)
     extra = {"train_dir": os.path.abspath(train_dir), "dev_dir": os.path.abspath(dev_dir),
              "stats": os.path.abspath(stats_path)}
@@ -409,9 +415,16 @@ def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path):
     if os.path.isfile(path) and ckpt.last_step_dir(os.path.join(exp_dir, "checkpoints")) is not None:
         old, old_extra = config_mod.read_exp_config(exp_dir)
         diffs = _diff(old.to_dict(), cfg.to_dict()) + [k for k in extra if old_extra.get(k) != extra[k]]
-        if diffs:
-            raise ConfigError(f"{exp_dir} was trained with another config (differs in: {', '.join(diffs)}); "
+        other = [k for k in diffs if k not in STOPPING_KEYS]
+        if other:
+            raise ConfigError(f"{exp_dir} was trained with another config (differs in: {', '.join(other)}); "
                               f"use a new --exp-dir or remove the old one")
+        if diffs:
+            t_old, t_new = old.train, cfg.train
+            log.info("%s: stopping rule changed (%s): training continues from the last checkpoint", exp_dir,
+                     ", ".join(f"{k} {getattr(t_old, k[6:])} -> {getattr(t_new, k[6:])}" for k in diffs))
+            if distributed.rank() == 0 and os.path.isfile(os.path.join(exp_dir, "done")):
+                os.unlink(os.path.join(exp_dir, "done"))
     if distributed.rank() == 0:
         config_mod.save_config(cfg, path, extra)
 
