@@ -443,6 +443,15 @@ def _write_restricted(raw, src, dst, utts):
             shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
+def _remove_stale_tables(raw, src, dst):
+    """Delete the known tables in ``dst`` that ``_write_restricted(raw, src, dst, ...)`` will not
+    write, so that none is left over from an earlier data dir there."""
+    written = set(raw) | {"spk2utt"} | {n for n in COPY_FILES if os.path.exists(os.path.join(src, n))}
+    for name in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES:
+        if name not in written and os.path.exists(os.path.join(dst, name)):
+            os.unlink(os.path.join(dst, name))
+
+
 def read_id_list(path) -> List[str]:
     """First field of each line of an id list file (empty lines and repeats skipped)."""
     return [fields[0] for _, fields, _ in _scan(path, 1, None, lenient=True)]
@@ -472,9 +481,7 @@ def subset_data_dir(src, dst, *, utts=None, spks=None) -> int:
         keep &= ids if what == "utterance" else {u for s in ids if s in table for u in dd.spk2utt[s]}
     if not keep:
         raise DataError(f"subset_data_dir: no utterance of {src} selected")
-    for name in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES:  # no stale tables in dst
-        if os.path.exists(os.path.join(dst, name)) and not os.path.exists(os.path.join(src, name)):
-            os.unlink(os.path.join(dst, name))
+    _remove_stale_tables(raw, src, dst)
     _write_restricted(raw, src, dst, keep)
     log.info("%s -> %s: %d of %d utterances", src, dst, len(keep), len(dd.utt2spk))
     return len(keep)
@@ -540,9 +547,7 @@ def crop_data_dir(src, dst, duration) -> int:
     if dd.segments is None:  # wav.scp was keyed by utterance; now by recording (same ids)
         raw["wav.scp"] = {u: raw["wav.scp"][u] for u in dd.utts}
     raw["segments"], raw["utt2dur"] = segments, utt2dur
-    for name in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES:  # no stale tables in dst
-        if os.path.exists(os.path.join(dst, name)) and name not in raw:
-            os.unlink(os.path.join(dst, name))
+    _remove_stale_tables(raw, src, dst)
     _write_restricted(raw, src, dst, set(dd.utts))
     log.info("%s -> %s: %d utterances cut to their central %.3f s (%d not longer, kept whole)",
              src, dst, len(segments), duration, whole)

@@ -420,9 +420,10 @@ def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path):
             raise ConfigError(f"{exp_dir} was trained with another config (differs in: {', '.join(other)}); "
                               f"use a new --exp-dir or remove the old one")
         if diffs:
-            t_old, t_new = old.train, cfg.train
+            changes = [f"{k} {getattr(old.train, k.split('.', 1)[1])} -> {getattr(cfg.train, k.split('.', 1)[1])}"
+                       for k in diffs]
             log.info("%s: stopping rule changed (%s): training continues from the last checkpoint", exp_dir,
-                     ", ".join(f"{k} {getattr(t_old, k[6:])} -> {getattr(t_new, k[6:])}" for k in diffs))
+                     ", ".join(changes))
             if distributed.rank() == 0 and os.path.isfile(os.path.join(exp_dir, "done")):
                 os.unlink(os.path.join(exp_dir, "done"))
     if distributed.rank() == 0:

@@ -16,42 +16,41 @@ import collections
 import os
 import sys
 
-import kaldiio
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 from fhvae.bin import run_cli  # noqa: E402
-from fhvae.eval.sv import PLDABackend, evaluate, read_trials, score_trials  # noqa: E402
+from fhvae.errors import DataError  # noqa: E402
+from fhvae.eval.sv import PLDABackend, baseline_vector, evaluate, read_trials, score_trials  # noqa: E402
+from fhvae.features.stats import load_stats  # noqa: E402
+from fhvae.io.ark import FeatReader  # noqa: E402
 from fhvae.io.datadir import read_kv  # noqa: E402
 
-STATS = {
-    "mean": lambda x: x.mean(0),
-    "std": lambda x: x.std(0),
-    "mean+std": lambda x: np.concatenate([x.mean(0), x.std(0)]),
-}
+# Parts of the recipe's baseline vector [frame mean, frame std] (fhvae.eval.sv.baseline_vector).
+PARTS = {"mean": lambda v: v[:v.size // 2], "std": lambda v: v[v.size // 2:], "mean+std": lambda v: v}
 
 
 def baseline_variants(data):
     """Print a markdown table: fbank statistic -> PLDA EER on each trial list."""
-    with np.load(os.path.join(data, "train", "stats.npz")) as z:
-        mean, std = z["mean"], np.sqrt(np.maximum(z["var"], 1e-10))
-    feats = {s: {k: (v - mean) / std for k, v in kaldiio.load_scp(os.path.join(data, s, "feats.scp")).items()}
-             for s in ("train", "test")}
+    stats = load_stats(os.path.join(data, "train", "stats.npz"))
+    std = np.sqrt(np.maximum(stats.var, 1e-10))
+    vectors = {}
+    for s in ("train", "test"):
+        with FeatReader(os.path.join(data, s, "feats.scp")) as reader:
+            vectors[s] = {u: baseline_vector((reader[u] - stats.mean) / std) for u in reader.keys()}
     utt2spk = read_kv(os.path.join(data, "train", "utt2spk"))
     lists = ("trials", "trials_same_cond")
     trials = {t: read_trials(os.path.join(data, "test", t)) for t in lists}
+    keys = sorted(vectors["train"])
     print("| fbank statistic | dim | " + " | ".join(f"PLDA EER % ({t})" for t in lists) + " |")
     print("|---|---:|" + "---:|" * len(lists))
-    for name, fn in STATS.items():
-        vec = {s: {k: fn(x) for k, x in feats[s].items()} for s in feats}
-        keys = sorted(vec["train"])
-        backend = PLDABackend().fit(np.stack([vec["train"][k] for k in keys]), np.array([utt2spk[k] for k in keys]))
-        eers = []
-        for t in lists:
-            labels = np.array([x[2] for x in trials[t]])
-            eers.append(evaluate(score_trials(trials[t], vec["test"], backend), labels)["eer"])
-        dim = len(next(iter(vec["train"].values())))
-        print(f"| {name} | {dim} | " + " | ".join(f"{e:.2f}" for e in eers) + " |")
+    for name, part in PARTS.items():
+        train = np.stack([part(vectors["train"][k]) for k in keys])
+        backend = PLDABackend().fit(train, np.array([utt2spk[k] for k in keys]))
+        test = {u: part(v) for u, v in vectors["test"].items()}
+        eers = [evaluate(score_trials(trials[t], test, backend), np.array([x[2] for x in trials[t]]))["eer"]
+                for t in lists]
+        print(f"| {name} | {train.shape[1]} | " + " | ".join(f"{e:.2f}" for e in eers) + " |")
 
 
 def pairs(scores_path, trials_path, utt2spk_path, miss, top):
@@ -61,10 +60,15 @@ def pairs(scores_path, trials_path, utt2spk_path, miss, top):
     rows = []
     with open(scores_path) as f:
         for lineno, line in enumerate(f, 1):
-            e, t, s = line.split()
-            if (e, t) not in target:
-                sys.exit(f"{scores_path}:{lineno}: trial {e} {t} is not in {trials_path}")
-            rows.append((utt2spk[e], utt2spk[t], float(s), target[(e, t)]))
+            fields = line.split()
+            if len(fields) != 3 or tuple(fields[:2]) not in target:
+                raise DataError(f"{scores_path}:{lineno}: expected 'enroll test score' of a trial in "
+                                f"{trials_path}, got {line.strip()!r}")
+            e, t = fields[:2]
+            for u in (e, t):
+                if u not in utt2spk:
+                    raise DataError(f"{scores_path}:{lineno}: utterance {u!r} is not in {utt2spk_path}")
+            rows.append((utt2spk[e], utt2spk[t], float(fields[2]), target[(e, t)]))
     tar = np.sort([s for _, _, s, lab in rows if lab])
     thr = tar[int(miss * len(tar))]
     fa, n_non = collections.Counter(), collections.Counter()
