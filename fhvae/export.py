@@ -1,9 +1,11 @@
 """Export latents of a trained FHVAE as Kaldi ark/scp (absolute paths).
 
 For each utterance of T frames (normalized with the training stats):
-- z1, z2 at frame rate: posterior means (T, z_dim) from the shift-1 windows of seg_len frames
-  centred on each frame (padded by repeating the edge frames: seg_len//2 - 1 left, seg_len//2 right,
-  i.e. 9 and 10 for 20-frame segments, as the 2017 code). Kaldi float matrices (FM).
+- z1, z2 at frame rate: posterior means (T, z_dim) of the T - seg_len + 1 shift-1 windows of
+  seg_len frames, padded to T rows by repeating the first latent seg_len//2 - 1 times and the last
+  seg_len//2 times (9 and 10 for 20-frame segments), as the 2017 code's ``_pad_feats``: row t is the
+  latent of the window centred on frame t. An utterance shorter than seg_len is edge-padded to one
+  window whose latent is repeated T times. Kaldi float matrices (FM).
 - optional log-variances z1_logvar, z2_logvar (FM).
 - s-vector: MAP estimate of mu2 over the utterance's non-overlapping segments (dev_seg_shift),
   sum_n zbar2_n / (N + sigma_z2^2); Kaldi float vector (FV).
@@ -44,11 +46,20 @@ def load_model(exp_dir, which="best", device="cpu"):
 
 
 def frame_windows(x, seg_len):
-    """Windows centred on every frame: x (T, D) -> (T, seg_len, D) view, edges repeated."""
+    """Shift-1 windows: x (T, D) -> (max(T - seg_len + 1, 1), seg_len, D); a short x is edge-padded."""
+    if len(x) < seg_len:
+        x = torch.cat([x, x[-1:].expand(seg_len - len(x), -1)])
+    return x.unfold(0, seg_len, 1).transpose(1, 2)
+
+
+def pad_latents(z, num_frames, seg_len):
+    """Window latents z (W, d) -> frame latents (num_frames, d): the first repeated seg_len//2 - 1
+    times on the left, the last seg_len//2 times on the right (the 2017 code), cut to num_frames."""
     left = seg_len // 2 - 1
-    right = seg_len - 1 - left
-    xp = torch.cat([x[:1].expand(left, -1), x, x[-1:].expand(right, -1)])
-    return xp.unfold(0, seg_len, 1).transpose(1, 2)
+    right = num_frames - len(z) - left
+    if right < 0:  # shorter than seg_len: one window for every frame
+        return z[:1].expand(num_frames, -1)
+    return torch.cat([z[:1].expand(left, -1), z, z[-1:].expand(right, -1)])
 
 
 def segment_windows(x, seg_len, shift):
@@ -84,9 +95,12 @@ class Exporter:
                 outs[k].append(v.float().cpu())
         outs = {k: torch.cat(v) for k, v in outs.items()}
         res, pos = [], 0
-        for x in utts:
-            res.append({k: outs[k][pos:pos + len(x)].numpy() for k in outs} if self.frames else {})
-            pos += len(x) if self.frames else 0
+        for x, w in zip(utts, wins or [None] * len(utts)):
+            if w is None:
+                res.append({})
+                continue
+            res.append({k: pad_latents(outs[k][pos:pos + len(w)], len(x), L).numpy() for k in outs})
+            pos += len(w)
         prior_var = self.cfg.model.z2_prior_var
         for r, s in zip(res, segs):
             z2s = outs["z2"][pos:pos + len(s)]

@@ -512,3 +512,40 @@ def test_cli_help():
         r = subprocess.run([sys.executable, "-m", "fhvae.bin.data_dir", sub, "--help"], capture_output=True,
                            text=True, cwd=REPO)
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_extra_utt2_spk2_tables_survive_subset_split_crop_fix(tmp_path):
+    """utt2mic / utt2noise / spk2accent (any utt2* / spk2* table) go through every tool, filtered."""
+    d = make_dir(str(tmp_path), segments=True)
+    utts = D.read_kv(os.path.join(d, "utt2spk"))
+    D.write_kv(os.path.join(d, "utt2mic"), {u: f"mic{i % 2}" for i, u in enumerate(sorted(utts))})
+    D.write_kv(os.path.join(d, "utt2noise"), {u: "babble 5dB" for u in utts})
+    D.write_kv(os.path.join(d, "spk2accent"), {"s1": "scottish", "s2": "rp", "s3": "us"})
+    write(os.path.join(d, "utt2spk.bak"), "junk\n")  # not a table name: left alone
+
+    def check(dst, want_utts):
+        got = D.read_kv(os.path.join(dst, "utt2mic"))
+        assert sorted(got) == sorted(want_utts) and D.read_kv(os.path.join(dst, "utt2noise"))[want_utts[0]] == "babble 5dB"
+        spks = {utts[u] for u in want_utts}
+        assert sorted(D.read_kv(os.path.join(dst, "spk2accent"))) == sorted(spks)
+        assert not os.path.exists(os.path.join(dst, "utt2spk.bak"))
+
+    D.subset_data_dir(d, str(tmp_path / "sub"), spks=["s2"])
+    check(str(tmp_path / "sub"), [u for u in sorted(utts) if utts[u] == "s2"])
+    parts = D.split_data_dir(d, 2)
+    for p in parts:
+        check(p, sorted(D.read_kv(os.path.join(p, "utt2spk"))))
+    D.crop_data_dir(d, str(tmp_path / "crop"), 0.4)
+    check(str(tmp_path / "crop"), sorted(utts))
+    # fix: an extra table is filtered to the kept utterances, and never drops one itself
+    first = sorted(utts)[0]
+    D.write_kv(os.path.join(d, "text"), {u: "a b" for u in utts if u != first})
+    D.write_kv(os.path.join(d, "utt2mic"), {u: "mic0" for u in sorted(utts)[1:3]})
+    assert D.fix_data_dir(d) == (len(utts) - 1, 1)
+    assert sorted(D.read_kv(os.path.join(d, "utt2mic"))) == sorted(utts)[1:3]
+    assert first not in D.read_kv(os.path.join(d, "utt2noise"))
+    # a stale extra table in the destination is removed
+    sub = str(tmp_path / "sub")
+    os.unlink(os.path.join(d, "utt2noise"))
+    D.subset_data_dir(d, sub, spks=["s2"])
+    assert not os.path.exists(os.path.join(sub, "utt2noise"))

@@ -1,8 +1,11 @@
 """Mini corpus recipe (egs/mini/v1/local/data.sh): a tiny corpus, checked file by file."""
+import hashlib
 import importlib.util
+import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import wave
 
 import numpy as np
@@ -20,6 +23,7 @@ FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "utt2cond", "spk2gender", "pho
 
 spec = importlib.util.spec_from_file_location("make_mini_corpus", os.path.join(LOCAL, "make_mini_corpus.py"))
 mmc = importlib.util.module_from_spec(spec)
+sys.modules["make_mini_corpus"] = mmc  # so that a worker pool can pickle its functions
 spec.loader.exec_module(mmc)
 
 
@@ -232,6 +236,47 @@ def test_deterministic_skip_and_seed(corpus, tmp_path):
         shutil.rmtree(root / "data", ignore_errors=True)
         shutil.move(str(work / "a_corpus"), str(root / "corpus"))
         shutil.move(str(work / "a_data"), str(root / "data"))
+
+
+# Digest of the tiny corpus (TINY, seed 1): its audio, speakers.txt and every data-dir table but
+# wav.scp (absolute paths). The same on every machine with the pinned Debian espeak-ng
+# (1.51+dfsg-10+deb12u2) and Python packages; change it only with VERSION in make_mini_corpus.py.
+TINY_DIGEST = "48d521743129160359661da0af199bc1"
+
+
+def corpus_digest(root):
+    """(md5 over the sorted per-file md5s, {relative path: md5}) of corpus/ and data/ under root."""
+    files = {}
+    for top in ("corpus", "data"):
+        for rel, data in snapshot(root / top).items():
+            if os.path.basename(rel) not in ("wav.scp", ".mini_corpus.done"):
+                files[f"{top}/{rel}"] = hashlib.md5(data).hexdigest()
+    return hashlib.md5("".join(f"{k} {v}\n" for k, v in sorted(files.items())).encode()).hexdigest(), files
+
+
+def test_corpus_bytes_are_pinned(corpus):
+    """Catches a machine (package version, voice data, CPU) that synthesizes another corpus."""
+    digest, files = corpus_digest(corpus[0])
+    assert digest == TINY_DIGEST, (
+        "the tiny mini corpus differs from the pinned one (espeak-ng: "
+        + subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "espeak-ng"], capture_output=True, text=True).stdout
+        + "); per-file md5:\n" + "\n".join(f"{v} {k}" for k, v in sorted(files.items())))
+
+
+def test_an_utterance_alone_is_the_same_as_in_the_corpus(corpus, tmp_path):
+    """Each utterance depends only on (seed, speaker, utterance): synthesized alone, in another
+    order, it is byte-identical to the corpus's (libespeak-ng state does not leak between them)."""
+    root, _ = corpus
+    spk = mmc.make_speakers(1, 3, 2)[1]
+    plan = mmc.utterance_plan(spk, 1, 4, 2)
+    known = mmc.read_phone_classes(os.path.join(LOCAL, "phone_classes.txt"))
+    jobs = [(spk, u, 1, str(tmp_path / "wav"), known) for u in reversed(plan[-3:])]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        recs = pool.map(mmc.synth_utterance, jobs)
+    for rec in recs:
+        with open(rec["wav"], "rb") as a, open(root / "corpus" / "wav" / spk.spk / f"{rec['utt']}.wav", "rb") as b:
+            assert a.read() == b.read(), rec["utt"]
 
 
 def test_missing_libespeak_says_how_to_install(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from fhvae.errors import DataError
 from fhvae.eval.labels import centre_frame
 from fhvae.eval.plots import decode_means, unnormalize
 from fhvae.eval.probes import encode_segments
-from fhvae.export import Exporter, frame_windows, load_model
+from fhvae.export import Exporter, load_model
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import load_data_dir, read_kv
@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 def _windows(x, seg_len, mode):
     """Decoding windows of x (T, F): ``segment``: non-overlapping, the last one ending at frame T
     (edge-padded if T < seg_len) -> (windows (N, seg_len, F), starts); ``frame``: one window centred
-    on every frame (as the export) -> (windows (T, seg_len, F), None)."""
+    on every frame, the edges repeated (seg_len//2 - 1 frames left) -> (windows (T, seg_len, F), None)."""
     if mode == "frame":
-        return frame_windows(torch.from_numpy(x), seg_len).numpy(), None
+        left = seg_len // 2 - 1
+        xp = np.concatenate([np.repeat(x[:1], left, axis=0), x, np.repeat(x[-1:], seg_len - 1 - left, axis=0)])
+        return np.lib.stride_tricks.sliding_window_view(xp, seg_len, axis=0).transpose(0, 2, 1), None
     T = len(x)
     if T < seg_len:
         x = np.concatenate([x, np.repeat(x[-1:], seg_len - T, axis=0)])

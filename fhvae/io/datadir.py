@@ -31,6 +31,10 @@ UTT_FILES = ("utt2spk", "segments", "feats.scp", "text", "utt2num_frames", "utt2
 SPK_FILES = ("spk2utt", "spk2gender", "cmvn.scp")
 RECO_FILES = ("wav.scp", "reco2file_and_channel", "reco2dur")
 COPY_FILES = ("frame_shift",)
+# Any other text table named utt2<x> / spk2<x> (utt2mic, utt2noise, spk2accent, ...; optionally
+# .scp) is carried through subset / crop / split / fix with the same keys, as Kaldi's
+# --utt-extra-files: filtered to the kept utterances or speakers, never used to drop one.
+_EXTRA_TABLE = re.compile(r"(utt|spk)2[A-Za-z0-9_]+(\.scp)?")
 # (min_fields, max_fields) per table; others: at least 2 fields.
 FIELDS = {
     "utt2spk": (2, 2), "segments": (4, 4), "text": (1, None), "utt2num_frames": (2, 2),
@@ -411,10 +415,22 @@ def validate_data_dir(path, *, need_feats=False, need_wav=None, check_files=True
 
 # ----------------------------------------------------------------------------- subset / fix / split
 
+def _table_names(path):
+    """Names of the tables a data dir may hold: the known ones, then its other utt2* / spk2* files."""
+    known = UTT_FILES + SPK_FILES + RECO_FILES
+    extra = sorted(n for n in os.listdir(path) if n not in known and _EXTRA_TABLE.fullmatch(n)
+                   and os.path.isfile(os.path.join(path, n))) if os.path.isdir(path) else []
+    return list(known) + extra
+
+
+def _keyed_by_speaker(name):
+    return name in SPK_FILES or name.startswith("spk2")
+
+
 def _read_raw(path, *, lenient=False):
-    """All known tables of a data dir as ``{name: {key: rest-of-line}}`` (spk2utt excluded)."""
+    """All tables of a data dir (see ``_table_names``) as ``{name: {key: rest-of-line}}`` (spk2utt excluded)."""
     raw = {}
-    for name in UTT_FILES + SPK_FILES + RECO_FILES:
+    for name in _table_names(path):
         fp = os.path.join(path, name)
         if name != "spk2utt" and os.path.exists(fp):
             raw[name] = {fields[0]: rest for _, fields, rest in _scan(fp, *_fields_of(name), lenient=lenient)}
@@ -435,7 +451,7 @@ def _write_restricted(raw, src, dst, utts):
     spks = set(utt2spk.values())
     recos = _recordings(raw, utts)
     for name, table in raw.items():
-        keep = spks if name in SPK_FILES else recos if name in RECO_FILES else utts
+        keep = spks if _keyed_by_speaker(name) else recos if name in RECO_FILES else utts
         write_kv(os.path.join(dst, name), {k: v for k, v in table.items() if k in keep})
     write_kv(os.path.join(dst, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     for name in COPY_FILES:
@@ -447,7 +463,7 @@ def _remove_stale_tables(raw, src, dst):
     """Delete the known tables in ``dst`` that ``_write_restricted(raw, src, dst, ...)`` will not
     write, so that none is left over from an earlier data dir there."""
     written = set(raw) | {"spk2utt"} | {n for n in COPY_FILES if os.path.exists(os.path.join(src, n))}
-    for name in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES:
+    for name in _table_names(dst) + list(COPY_FILES):
         if name not in written and os.path.exists(os.path.join(dst, name)):
             os.unlink(os.path.join(dst, name))
 
@@ -643,7 +659,7 @@ def split_data_dir(path, nj) -> List[str]:
     split = os.path.join(path, f"split{nj}")
     parts = [os.path.join(split, str(j)) for j in range(1, nj + 1)]
     done = os.path.join(split, ".done")  # lists the source tables; written last
-    names = [n for n in UTT_FILES + SPK_FILES + RECO_FILES + COPY_FILES if os.path.exists(os.path.join(path, n))]
+    names = [n for n in _table_names(path) + list(COPY_FILES) if os.path.exists(os.path.join(path, n))]
     newest = max(os.stat(os.path.join(path, n)).st_mtime_ns for n in names)
     if (os.path.exists(done) and os.stat(done).st_mtime_ns >= newest and all(os.path.isdir(p) for p in parts)
             and _read_text(done).split() == names):

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 from scipy.io import wavfile
+from tqdm import tqdm
 
 from fhvae.bin import run_cli
 from fhvae.errors import DataError, FhvaeError
@@ -56,7 +57,7 @@ from fhvae.io.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger("make_mini_corpus")
 
-VERSION = "mini-corpus-1"  # bump when the generated data changes, so old .done markers are stale
+VERSION = "mini-corpus-2"  # bump when the generated data changes, so old .done markers are stale
 INSTALL_HINT = "run: make debian (or sudo apt-get install espeak-ng sox)"
 LIBESPEAK = "libespeak-ng.so.1"
 SAMPLE_RATE = 16000
@@ -223,7 +224,7 @@ def load_libespeak():
 
 class Espeak:
     """libespeak-ng in synchronous mode with phoneme events. One per process: the library is global
-    and its output depends on what it synthesized before (see synth_speaker)."""
+    and its output depends on what it synthesized before (see synth_utterance)."""
 
     def __init__(self):
         self.lib = load_libespeak()
@@ -362,26 +363,24 @@ def make_utterance(tts, spk, utt, cond, seed, known_phones):
     return audio, words, phones
 
 
-def synth_speaker(job):
-    """Worker: all utterances of one speaker, written as wav files; returns their metadata.
+def synth_utterance(job):
+    """Worker: one utterance, written as a wav file; returns its metadata.
 
-    libespeak-ng keeps state between syntheses (its output for a text depends on what came before),
-    so every speaker runs in a fresh process (maxtasksperchild=1) and its utterances in a fixed order:
-    the result does not depend on --nj or on scheduling.
+    libespeak-ng keeps state between syntheses (its output for a text depends on what it
+    synthesized before, and its noise sources use the C library's rand()), so every utterance runs
+    in a fresh process (maxtasksperchild=1) with rand() seeded from (seed, speaker, utterance): no
+    utterance depends on another, on --nj or on scheduling.
     """
-    spk, plan, seed, wav_dir, known_phones = job
-    ctypes.CDLL("libc.so.6").srand(seed)  # libespeak-ng uses rand()
-    tts = Espeak()
-    out = []
-    os.makedirs(os.path.join(wav_dir, spk.spk), exist_ok=True)
-    for utt, set_name, cond in plan:
-        audio, words, phones = make_utterance(tts, spk, utt, cond, seed, known_phones)
-        path = os.path.join(wav_dir, spk.spk, f"{utt}.wav")
-        with atomic_open(path, "wb") as f:
-            wavfile.write(f, SAMPLE_RATE, audio)
-        out.append(dict(utt=utt, spk=spk.spk, set=set_name, cond=cond, words=words, phones=phones,
-                        wav=path, n=len(audio)))
-    return spk.spk, out
+    spk, (utt, set_name, cond), seed, wav_dir, known_phones = job
+    k = int(utt.rsplit("-u", 1)[1])
+    ctypes.CDLL("libc.so.6").srand((seed * 1_000_003 + spk.index * 10_007 + k) % 2 ** 32)
+    audio, words, phones = make_utterance(Espeak(), spk, utt, cond, seed, known_phones)
+    path = os.path.join(wav_dir, spk.spk, f"{utt}.wav")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        wavfile.write(f, SAMPLE_RATE, audio)
+    return dict(utt=utt, spk=spk.spk, set=set_name, cond=cond, words=words, phones=phones, wav=path,
+                n=len(audio))
 
 
 # ----------------------------------------------------------------------------- data dirs
@@ -501,9 +500,9 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
 
     speakers = make_speakers(seed, num_train_spk, num_test_spk)
     wav_dir = os.path.join(corpus_dir, "wav")
-    jobs = [(s, utterance_plan(s, seed, utts_per_spk, num_dev_utts), seed, wav_dir, known_phones)
-            for s in speakers]
-    n_utts = sum(len(j[1]) for j in jobs)
+    jobs = [(s, u, seed, wav_dir, known_phones) for s in speakers
+            for u in utterance_plan(s, seed, utts_per_spk, num_dev_utts)]
+    n_utts = len(jobs)
     nj = max(1, min(nj, len(jobs)))
     log.info("synthesizing %d utterances of %d speakers (%d train, %d test) with %d jobs into %s",
              n_utts, len(speakers), num_train_spk, num_test_spk, nj, wav_dir)
@@ -514,9 +513,9 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
     records = []
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(nj, maxtasksperchild=1) as pool:
-        for k, (spk, recs) in enumerate(pool.imap_unordered(synth_speaker, jobs, chunksize=1), 1):
-            records.extend(recs)
-            log.info("speaker %s done (%d utterances) [%d/%d]", spk, len(recs), k, len(jobs))
+        for rec in tqdm(pool.imap_unordered(synth_utterance, jobs, chunksize=1), total=len(jobs),
+                        desc="synthesize", unit="utt", mininterval=5.0):
+            records.append(rec)
 
     atomic_write_text(os.path.join(corpus_dir, "speakers.txt"), "".join(
         f"{s.spk} part={s.part} gender={s.gender} voice={s.voice} pitch={s.pitch} range={s.pitch_range} "
