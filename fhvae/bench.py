@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from fhvae.models import losses
+from fhvae.models import cpu_kernels, losses
 from fhvae.models.fhvae import FHVAE, ModelConfig
 
 
@@ -34,8 +34,8 @@ def _rss_mb():
 class _Step:
     """One optimization step of the paper model: forward, loss, backward, Adam on model and cache."""
 
-    def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False):
-        self.device, self.amp, self.dense = device, amp, dense
+    def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False, fused=True):
+        self.device, self.amp, self.dense, self.fused = device, amp, dense, fused
         self.model = FHVAE(cfg, plain=plain).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.95, 0.999))
         self.cache = torch.nn.Parameter(torch.randn(k, cfg.z2_dim, device=device))
@@ -47,6 +47,10 @@ class _Step:
         self.prior_var = cfg.z2_prior_var
 
     def __call__(self):
+        with cpu_kernels.use(self.fused):
+            self._step()
+
+    def _step(self):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(self.x)
         if self.dense:   # the 2017 code's formulation: a dense (B, K, D) difference tensor
@@ -121,19 +125,26 @@ def sgemm_gflops(n=2048, iters=5, device="cpu"):
 
 
 def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=None):
-    """Training segments/s of the model (default implementation) vs a plain nn.LSTM formulation."""
+    """Training segments/s of the model (default implementation, with the compiled step kernels on
+    CPU) vs the same without them (PyTorch element-wise ops) and vs a plain nn.LSTM formulation;
+    FLOPs per step against the measured sgemm rate (the bound)."""
     device = torch.device(device)
     cfg = cfg or ModelConfig()
-    fast = _Step(cfg, 2000, batch, device, amp=amp)
-    plain = _Step(cfg, 2000, batch, device, plain=True, amp=amp)
-    t_fast, t_plain = _time_interleaved([fast, plain], iters, warmup, device)
+    steps = [_Step(cfg, 2000, batch, device, amp=amp), _Step(cfg, 2000, batch, device, amp=amp, fused=False),
+             _Step(cfg, 2000, batch, device, plain=True, amp=amp)]
+    t_fast, t_unfused, t_plain = _time_interleaved(steps, iters, warmup, device)
     flops = lstm_flops(cfg, batch)
     g = sgemm_gflops(device=device)
+    fused = device.type == "cpu" and cpu_kernels.kernels() is not None
     return {"device": _device_name(device), "batch": batch, "threads": torch.get_num_threads(),
-            "step_ms": round(1000 * t_fast, 2), "plain_step_ms": round(1000 * t_plain, 2),
+            "hidden": [cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden], "fused_kernels": fused,
+            "step_ms": round(1000 * t_fast, 2), "unfused_step_ms": round(1000 * t_unfused, 2),
+            "plain_step_ms": round(1000 * t_plain, 2),
             "segments_per_s": round(batch / t_fast, 1), "plain_segments_per_s": round(batch / t_plain, 1),
-            "speedup": round(t_plain / t_fast, 3), "gflops_per_step": round(flops / 1e9, 2),
+            "speedup": round(t_plain / t_fast, 3), "fused_speedup": round(t_unfused / t_fast, 3),
+            "gflops_per_step": round(flops / 1e9, 2),
             "sgemm_gflops": round(g, 1), "achieved_gflops": round(flops / t_fast / 1e9, 1),
+            "share_of_sgemm_bound": round(flops / t_fast / 1e9 / g, 3),
             "bound_segments_per_s": round(batch * g * 1e9 / flops, 1)}
 
 

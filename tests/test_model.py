@@ -144,3 +144,53 @@ def test_inference_mode_and_thread_count_untouched():
         torch.testing.assert_close(a[k], b[k])
     fast(x)["x_mu"].sum().backward()
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("const", [False, True])
+def test_fused_step_kernels_match_pytorch_ops(const, monkeypatch):
+    """The compiled kernels (lstm_kernels.c) give the PyTorch formulation's outputs and gradients."""
+    from fhvae.models import cpu_kernels
+    assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
+    g = torch.Generator().manual_seed(1)
+    H, T, B = 16, 7, 5
+    shape = (4 * H, B) if const else (4 * H, T, B)
+    gx = (3 * torch.randn(*shape, generator=g)).requires_grad_()  # large: saturated gates too
+    w = (0.5 * torch.randn(4 * H, H, generator=g)).requires_grad_()
+    dh = torch.randn(H, T, B, generator=g)
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
+        h = _LSTMLayer.apply(gx, w, T)
+        results.append((h.detach(), *torch.autograd.grad(h, (gx, w), dh)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_initialization_is_the_2017_codes():
+    torch.manual_seed(0)
+    m = FHVAE(ModelConfig(feat_dim=40, z1_hidden=64, z2_hidden=32, dec_hidden=48))
+    for lstm in (m.z2_lstm, m.z1_lstm, m.dec_lstm):
+        H = lstm.hidden_size
+        for layer in range(lstm.num_layers):
+            w_ih = getattr(lstm, f"weight_ih_l{layer}")
+            limit = (6.0 / (w_ih.shape[1] + 5 * H)) ** 0.5
+            for w in (w_ih, getattr(lstm, f"weight_hh_l{layer}")):
+                assert w.abs().max() <= limit and w.abs().max() > 0.9 * limit
+            b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            assert torch.equal(b[H:2 * H], torch.ones(H)) and not b[:H].any() and not b[2 * H:].any()
+    limit = (6.0 / (48 + 40)) ** 0.5
+    assert m.x_mu.weight.abs().max() <= limit and not m.x_mu.bias.any()
+
+
+def test_no_compiler_falls_back_with_a_warning(tmp_path, monkeypatch, caplog):
+    from fhvae.models import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "_tried", False)
+    monkeypatch.setattr(cpu_kernels, "_lib", None)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("FHVAE_CACHE", str(tmp_path / "cache"))
+    assert cpu_kernels.kernels() is None
+    assert "could not build" in caplog.text and "PyTorch" in caplog.text
+    fast, plain = _pair(torch.float32)  # the model still runs, on the PyTorch ops
+    x = torch.randn(2, 6, 5)
+    torch.testing.assert_close(fast(x, sample=False)["x_mu"], plain(x, sample=False)["x_mu"], rtol=1e-5, atol=1e-5)

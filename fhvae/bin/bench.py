@@ -50,11 +50,14 @@ def _main(argv):
     p.add_argument("--blocks", type=int, default=3, help="loader: blocks to time")
     p.add_argument("--index-utts", type=int, default=10_000_000, help="index: utterances")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--hidden", type=int, default=256,
+                   help="throughput: LSTM cells of every encoder/decoder (256: the paper; 128: the mini recipe)")
     args = p.parse_args(argv)
 
     import torch
 
     from fhvae import bench
+    from fhvae.models.fhvae import ModelConfig
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -69,7 +72,8 @@ def _main(argv):
         elif w == "memory":
             r = bench.bench_memory(args.m, batch=args.batch)
         elif w == "throughput":
-            r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp)
+            cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
+            r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
         elif w == "loader":
             r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
         elif w == "index":

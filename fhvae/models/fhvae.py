@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from fhvae.errors import ConfigError
+from fhvae.models import cpu_kernels
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), y = sigmoid(a)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y^2), y = tanh(a)
@@ -79,6 +80,26 @@ class FHVAE(nn.Module):
         self.dec_lstm = nn.LSTM(cfg.z1_dim + cfg.z2_dim, cfg.dec_hidden, L, batch_first=True)
         self.x_mu = nn.Linear(cfg.dec_hidden, F)
         self.x_logvar = nn.Linear(cfg.dec_hidden, F)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """The 2017 code's initialization (TensorFlow 1 defaults): every LSTM layer's kernel
+        [W_ih | W_hh] (4H, I + H) Glorot-uniform, limit sqrt(6 / (I + H + 4H)); biases 0 except the
+        forget gate's, 1 (BasicLSTMCell's forget_bias, here a trainable initial value); affine heads
+        Glorot-uniform with zero bias."""
+        for lstm in (self.z2_lstm, self.z1_lstm, self.dec_lstm):
+            H = lstm.hidden_size
+            for layer in range(lstm.num_layers):
+                w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+                limit = (6.0 / (w_ih.shape[1] + H + 4 * H)) ** 0.5
+                with torch.no_grad():
+                    w_ih.uniform_(-limit, limit)
+                    w_hh.uniform_(-limit, limit)
+                    getattr(lstm, f"bias_ih_l{layer}").zero_()[H:2 * H] = 1.0
+                    getattr(lstm, f"bias_hh_l{layer}").zero_()
+        for head in (self.z2_mu, self.z2_logvar, self.z1_mu, self.z1_logvar, self.x_mu, self.x_logvar):
+            nn.init.xavier_uniform_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def _fast(self, x):
         return not self.plain and x.device.type == "cpu"
@@ -201,6 +222,13 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
+def _fused(*tensors):
+    """The compiled step kernels if they apply to these tensors (float32, contiguous, CPU), else None."""
+    if all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        return cpu_kernels.kernels()
+    return None
+
+
 def _lstm_layer_forward(gx, w_hh, steps, save):
     """One LSTM layer from gate pre-activations gx ((4H, T, B) or constant (4H, B)) and w_hh (4H, H).
 
@@ -214,6 +242,7 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
     c = gx.new_zeros(n + 1, hid, batch)
     tanh_c = gx.new_empty(n, hid, batch)
     h = gx.new_empty(hid, steps, batch)
+    lib = _fused(gx, w_hh)
     for t in range(steps):
         k, prev, new = (t, t, t + 1) if save else (0, t % 2, (t + 1) % 2)
         a = acts[k]
@@ -222,6 +251,10 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
             a.copy_(gx_t)
         else:
             torch.addmm(gx_t, w_hh, h[:, t - 1], out=a)
+        if lib is not None:  # one pass: activations, c_t, tanh(c_t), h_t
+            lib.lstm_forward_step(a.data_ptr(), c[prev].data_ptr(), c[new].data_ptr(), tanh_c[k].data_ptr(),
+                                  h[:, t].data_ptr(), steps * batch, hid, batch)
+            continue
         with _one_thread():
             i, f, g, o = a.chunk(4)
             # tanh(x) = 2 sigmoid(2x) - 1: cheaper here than torch.tanh, and one sigmoid covers all gates
@@ -253,11 +286,16 @@ class _LSTMLayer(torch.autograd.Function):
         d_pre = acts.new_empty(four_hid, steps, batch)  # d loss / d gate pre-activations
         dh, tmp = acts.new_empty(hid, batch), acts.new_empty(hid, batch)
         dc = acts.new_zeros(hid, batch)  # d loss / d c_t, carried back through the forget gate
+        lib = _fused(acts)
         for t in reversed(range(steps)):
             if t == steps - 1:
                 dh.copy_(dh_out[:, t])
             else:
                 torch.addmm(dh_out[:, t], w_hh_t, d_pre[:, t + 1], out=dh)
+            if lib is not None:  # one pass: d_pre[:, t] and dc <- d loss / d c_{t-1}
+                lib.lstm_backward_step(acts[t].data_ptr(), c[t].data_ptr(), tanh_c[t].data_ptr(), dh.data_ptr(),
+                                       dc.data_ptr(), d_pre[:, t].data_ptr(), steps * batch, hid, batch)
+                continue
             with _one_thread():
                 a, d = acts[t], d_pre[:, t]
                 i, f, g, o = a.chunk(4)

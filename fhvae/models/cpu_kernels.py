@@ -1,0 +1,101 @@
+"""The fused LSTM time-step kernels of ``lstm_kernels.c``, compiled on first use and loaded with ctypes.
+
+The C file is built with the machine's C compiler (``$CC``, else ``cc``) for the machine it runs on
+(``-O3 -march=native``) into ``$FHVAE_CACHE`` (default ``~/.cache/fhvae``), once per source, compiler
+and CPU. Without a compiler, or with ``FHVAE_FUSED_LSTM=0``, ``kernels()`` returns None and the
+model uses its PyTorch formulation of the same math (same results to float32 rounding).
+"""
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+log = logging.getLogger(__name__)
+
+_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_kernels.c")
+_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-ffast-math", "-fPIC", "-shared"]
+_lib = None
+_tried = False
+enabled = True  # see use()
+
+
+def _cpu_id():
+    """What -march=native depends on: the CPU's model name and flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + "".join(lines)
+
+
+def _build(cc, out):
+    """Compile _SRC into the shared library ``out`` (atomically: a temp file, then rename)."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(out))
+    os.close(fd)
+    try:
+        subprocess.run([cc, *_FLAGS, _SRC, "-o", tmp, "-lm"], check=True, capture_output=True, text=True)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def use(on):
+    """Within the block, kernels() returns None unless ``on`` (benchmarks compare both paths)."""
+    global enabled
+    old, enabled = enabled, bool(on)
+    try:
+        yield
+    finally:
+        enabled = old
+
+
+def kernels():
+    """The loaded library (functions lstm_forward_step, lstm_backward_step), or None."""
+    global _lib, _tried
+    if not enabled:
+        return None
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get("FHVAE_FUSED_LSTM", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        log.warning("no C compiler (cc): using the slower PyTorch LSTM element-wise ops")
+        return None
+    with open(_SRC, "rb") as f:
+        key = hashlib.sha1(f.read() + " ".join([cc, *_FLAGS, _cpu_id()]).encode()).hexdigest()[:16]
+    caches = [os.environ.get("FHVAE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fhvae"),
+              os.path.join(tempfile.gettempdir(), f"fhvae-cache-{os.getuid()}")]  # if the first is read-only
+    try:
+        for i, cache in enumerate(caches):
+            path = os.path.join(cache, f"lstm_kernels-{key}.so")
+            try:
+                if not os.path.exists(path):
+                    _build(cc, path)
+                break
+            except OSError:
+                if i == len(caches) - 1:
+                    raise
+        lib = ctypes.CDLL(path)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        log.warning("could not build %s (%s): using the slower PyTorch LSTM element-wise ops",
+                    _SRC, detail.strip().splitlines()[-1] if detail.strip() else e)
+        return None
+    p, n, i = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
+    lib.lstm_forward_step.argtypes = [p, p, p, p, p, n, i, i]
+    lib.lstm_forward_step.restype = None
+    lib.lstm_backward_step.argtypes = [p, p, p, p, p, p, n, i, i]
+    lib.lstm_backward_step.restype = None
+    _lib = lib
+    return lib
