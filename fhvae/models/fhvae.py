@@ -16,7 +16,8 @@ the same outputs and gradients:
   of inputs that are constant over time (the decoder input, the z2 part of the z1 encoder input)
   once per sequence instead of T times; and has a hand-written backward pass that forms the weight
   gradients with one large matrix product per layer instead of T small ones. A step's element-wise
-  math runs on one thread (see ``_one_thread``). It is tuned for machines with few cores; on a
+  math is one compiled loop (``lstm_kernels.c`` via ``cpu_kernels``; PyTorch ops on one thread,
+  see ``_one_thread``, where no C compiler is available). It is tuned for machines with few cores; on a
   many-core CPU ``plain=True`` (oneDNN's fused LSTM) may be faster.
 """
 import contextlib
