@@ -94,12 +94,9 @@ class Exporter:
             for k, v in zip(outs, (z1_mu, z1_lv, z2_mu, z2_lv)):
                 outs[k].append(v.float().cpu())
         outs = {k: torch.cat(v) for k, v in outs.items()}
-        res, pos = [], 0
-        for x, w in zip(utts, wins or [None] * len(utts)):
-            if w is None:
-                res.append({})
-                continue
-            res.append({k: pad_latents(outs[k][pos:pos + len(w)], len(x), L).numpy() for k in outs})
+        res, pos = [{} for _ in utts], 0
+        for r, x, w in zip(res, utts, wins):  # no windows without self.frames
+            r.update({k: pad_latents(outs[k][pos:pos + len(w)], len(x), L).numpy() for k in outs})
             pos += len(w)
         prior_var = self.cfg.model.z2_prior_var
         for r, s in zip(res, segs):

@@ -10,7 +10,7 @@ from fhvae.errors import DataError
 from fhvae.eval.labels import centre_frame
 from fhvae.eval.plots import decode_means, unnormalize
 from fhvae.eval.probes import encode_segments
-from fhvae.export import Exporter, load_model
+from fhvae.export import Exporter, frame_windows, load_model
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import load_data_dir, read_kv
@@ -25,7 +25,7 @@ def _windows(x, seg_len, mode):
     if mode == "frame":
         left = seg_len // 2 - 1
         xp = np.concatenate([np.repeat(x[:1], left, axis=0), x, np.repeat(x[-1:], seg_len - 1 - left, axis=0)])
-        return np.lib.stride_tricks.sliding_window_view(xp, seg_len, axis=0).transpose(0, 2, 1), None
+        return frame_windows(torch.from_numpy(xp), seg_len).numpy(), None
     T = len(x)
     if T < seg_len:
         x = np.concatenate([x, np.repeat(x[-1:], seg_len - T, axis=0)])

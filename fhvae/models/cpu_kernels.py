@@ -76,21 +76,19 @@ def kernels():
         key = hashlib.sha1(f.read() + " ".join([cc, *_FLAGS, _cpu_id()]).encode()).hexdigest()[:16]
     caches = [os.environ.get("FHVAE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fhvae"),
               os.path.join(tempfile.gettempdir(), f"fhvae-cache-{os.getuid()}")]  # if the first is read-only
-    try:
-        for i, cache in enumerate(caches):
-            path = os.path.join(cache, f"lstm_kernels-{key}.so")
-            try:
-                if not os.path.exists(path):
-                    _build(cc, path)
-                break
-            except OSError:
-                if i == len(caches) - 1:
-                    raise
-        lib = ctypes.CDLL(path)
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or str(e)
+    error = None
+    for cache in caches:
+        path = os.path.join(cache, f"lstm_kernels-{key}.so")
+        try:
+            if not os.path.exists(path):
+                _build(cc, path)
+            lib = ctypes.CDLL(path)
+            break
+        except (OSError, subprocess.CalledProcessError) as e:
+            error = (getattr(e, "stderr", "") or str(e)).strip()
+    else:
         log.warning("could not build %s (%s): using the slower PyTorch LSTM element-wise ops",
-                    _SRC, detail.strip().splitlines()[-1] if detail.strip() else e)
+                    _SRC, error.splitlines()[-1] if error else "unknown error")
         return None
     p, n, i = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
     lib.lstm_forward_step.argtypes = [p, p, p, p, p, n, i, i]

@@ -223,11 +223,9 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _fused(*tensors):
-    """The compiled step kernels if they apply to these tensors (float32, contiguous, CPU), else None."""
-    if all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
-        return cpu_kernels.kernels()
-    return None
+def _fused(t):
+    """The compiled step kernels if they apply to buffers of t's dtype (float32), else None."""
+    return cpu_kernels.kernels() if t.dtype == torch.float32 else None
 
 
 def _lstm_layer_forward(gx, w_hh, steps, save):
@@ -243,7 +241,7 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
     c = gx.new_zeros(n + 1, hid, batch)
     tanh_c = gx.new_empty(n, hid, batch)
     h = gx.new_empty(hid, steps, batch)
-    lib = _fused(gx, w_hh)
+    lib = _fused(gx)  # the buffers above are contiguous, of gx's dtype
     for t in range(steps):
         k, prev, new = (t, t, t + 1) if save else (0, t % 2, (t + 1) % 2)
         a = acts[k]
