@@ -47,6 +47,15 @@ class TrainConfig:
     on_nonfinite: str = "stop"       # stop | skip: what a NaN/inf loss does
     max_skipped_batches: int = 100   # with on_nonfinite=skip: stop after this many skipped batches
     prefetch: bool = True            # load the next block in a background thread
+    # Seed systems (model.z1_bottleneck = vq, model.zforcing; see fhvae/models/vq.py, ar.py)
+    vq_lr_mult: float = 10.0         # the codebook's Adam group runs at this times lr (1 = no trick)
+    vq_reinit_epochs: int = 5        # k-means re-init of the codebook at the start of epochs 2..N+1 (0 = never)
+    vq_reservoir: int = 20000        # encoder outputs kept (reservoir sampling) over an epoch for the re-init
+    z1_jitter: float = 0.0           # time jitter (Chorowski et al. 2019; 0.12 there): probability that the
+                                     # z1 encoder reads a neighbouring segment instead (training only)
+    z1_jitter_shift: int = 8         # frames between a segment and its neighbours (the latent stride)
+    zforcing_weight: float = 1.0     # weight of the Z-forcing auxiliary cost ...
+    zforcing_anneal_steps: int = 2000  # ... ramped linearly from 0 over this many steps (0 = constant)
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Config:
     def validate(self):
         """Raise ConfigError for impossible values."""
         t, d, m = self.train, self.data, self.model
+        m.__post_init__()   # the model's own checks (values set after construction)
         checks = [
             (t.sampling in ("hierarchical", "flat"), "train.sampling must be 'hierarchical' or 'flat'"),
             (t.seq_batch_size >= 1, "train.seq_batch_size (K) must be >= 1"),
@@ -69,6 +79,14 @@ class Config:
             (t.lr > 0, "train.lr must be > 0"),
             (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)"),
             (t.alpha >= 0, "train.alpha must be >= 0"),
+            (t.vq_lr_mult > 0, "train.vq_lr_mult must be > 0"),
+            (t.vq_reinit_epochs >= 0, "train.vq_reinit_epochs must be >= 0"),
+            (t.vq_reservoir >= m.vq_codes or m.z1_bottleneck != "vq" or t.vq_reinit_epochs == 0,
+             "train.vq_reservoir must be >= model.vq_codes (k-means needs a point per code)"),
+            (0 <= t.z1_jitter < 1, "train.z1_jitter must be a probability in [0, 1)"),
+            (t.z1_jitter_shift >= 1, "train.z1_jitter_shift must be >= 1 frame"),
+            (t.zforcing_weight >= 0 and t.zforcing_anneal_steps >= 0,
+             "train.zforcing_weight and train.zforcing_anneal_steps must be >= 0"),
             (t.on_nonfinite in ("stop", "skip"), "train.on_nonfinite must be 'stop' or 'skip'"),
             (t.device == "cpu" or t.device.startswith("cuda"), "train.device must be cpu or cuda[:N]"),
             (d.seg_len >= 1, "data.seg_len must be >= 1"),

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from fhvae.config import read_exp_config
 from fhvae.data.loader import UttReader
 from fhvae.data.sampler import fixed_segments
-from fhvae.errors import DataError
+from fhvae.errors import ConfigError, DataError
 from fhvae.features.stats import load_stats
 from fhvae.io.ark import ArkScpWriter
 from fhvae.io.atomic import atomic_write_text
@@ -91,6 +91,8 @@ class Exporter:
             w = allw[i:i + self.batch].to(self.device)
             z2_mu, z2_lv = self.model.encode_z2(w)
             z1_mu, z1_lv = self.model.encode_z1(w, z2_mu)
+            if z1_lv is None:   # vq z1: deterministic (zero variance)
+                z1_lv = torch.full_like(z1_mu, float("-inf"))
             for k, v in zip(outs, (z1_mu, z1_lv, z2_mu, z2_lv)):
                 outs[k].append(v.float().cpu())
         outs = {k: torch.cat(v) for k, v in outs.items()}
@@ -119,6 +121,8 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
     index = UttIndex.from_data_dir(data_dir)
     if len(stats.mean) != cfg.model.feat_dim:
         raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
+    if logvars and model.vq is not None:
+        raise ConfigError(f"{exp_dir}: --logvars: a vq z1 (model.z1_bottleneck=vq) has no log-variance")
     utt2spk = read_kv(os.path.join(data_dir, "utt2spk"))
     loader = UttReader(index, stats, cfg.model.feat_dim)
     exporter = Exporter(model, cfg, device, batch_windows, frames=not svectors_only)

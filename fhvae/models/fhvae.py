@@ -28,6 +28,8 @@ import torch.nn as nn
 
 from fhvae.errors import ConfigError
 from fhvae.models import cpu_kernels
+from fhvae.models.ar import ARDecoder, ZForcing
+from fhvae.models.vq import VectorQuantizer
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), y = sigmoid(a)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y^2), y = tanh(a)
@@ -45,14 +47,30 @@ class ModelConfig:
     dec_hidden: int = 256       # LSTM cells of the decoder
     num_layers: int = 2         # LSTM layers of each encoder and of the decoder
     z2_prior_var: float = 0.25  # sigma_z2^2 in p(z2 | mu2) = N(mu2, sigma_z2^2 I)
+    # Seed systems (off by default: the paper's FHVAE)
+    z1_bottleneck: str = "gauss"  # gauss | vq: vector-quantized z1 (models/vq.py, Łańcucki et al. 2020)
+    vq_codes: int = 256           # K codes of the vq bottleneck
+    vq_commitment: float = 0.25   # weight of ||ze - sg(e)||^2
+    vq_batchnorm: bool = True     # BatchNorm before the linear layer that feeds the quantizer
+    decoder: str = "lstm"         # lstm | ar: add an autoregressive output (models/ar.py, WaveNet-style)
+    ar_channels: int = 64         # channels of the causal dilated convolutions
+    ar_layers: int = 4            # dilations 1, 2, ..., 2^(ar_layers-1)
+    zforcing: bool = False        # Z-forcing auxiliary cost (models/ar.py, Goyal et al. 2017)
+    zforcing_hidden: int = 128    # cells of its backward LSTM
 
     def __post_init__(self):
         for key in ("feat_dim", "seg_len", "z1_dim", "z2_dim", "z1_hidden", "z2_hidden", "dec_hidden",
-                    "num_layers"):
+                    "num_layers", "vq_codes", "ar_channels", "ar_layers", "zforcing_hidden"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if not self.z2_prior_var > 0:
             raise ConfigError(f"model.z2_prior_var must be > 0, got {self.z2_prior_var}")
+        if self.z1_bottleneck not in ("gauss", "vq"):
+            raise ConfigError(f"model.z1_bottleneck must be 'gauss' or 'vq', got {self.z1_bottleneck!r}")
+        if self.decoder not in ("lstm", "ar"):
+            raise ConfigError(f"model.decoder must be 'lstm' or 'ar', got {self.decoder!r}")
+        if self.vq_commitment < 0:
+            raise ConfigError(f"model.vq_commitment must be >= 0, got {self.vq_commitment}")
 
 
 def sample_gauss(mu, logvar):
@@ -82,6 +100,13 @@ class FHVAE(nn.Module):
         self.x_mu = nn.Linear(cfg.dec_hidden, F)
         self.x_logvar = nn.Linear(cfg.dec_hidden, F)
         self.reset_parameters()
+        # seed-system parts (their own initialization)
+        self.vq = None
+        if cfg.z1_bottleneck == "vq":   # deterministic z1: no log-variance head
+            self.vq = VectorQuantizer(cfg.z1_dim, cfg.vq_codes, cfg.vq_commitment, cfg.vq_batchnorm)
+            self.z1_logvar = None
+        self.ar = ARDecoder(F, cfg.dec_hidden, cfg.ar_channels, cfg.ar_layers) if cfg.decoder == "ar" else None
+        self.zf = ZForcing(F, cfg.dec_hidden, cfg.zforcing_hidden) if cfg.zforcing else None
 
     def reset_parameters(self):
         """The 2017 code's initialization (TensorFlow 1 defaults): every LSTM layer's kernel
@@ -99,6 +124,8 @@ class FHVAE(nn.Module):
                     getattr(lstm, f"bias_ih_l{layer}").zero_()[H:2 * H] = 1.0
                     getattr(lstm, f"bias_hh_l{layer}").zero_()
         for head in (self.z2_mu, self.z2_logvar, self.z1_mu, self.z1_logvar, self.x_mu, self.x_logvar):
+            if head is None:
+                continue
             nn.init.xavier_uniform_(head.weight)
             nn.init.zeros_(head.bias)
 
@@ -117,7 +144,16 @@ class FHVAE(nn.Module):
         return self.z2_mu(h_last), self.z2_logvar(h_last)
 
     def encode_z1(self, x, z2):
-        """q(z1 | x, z2): x (B, T, F), z2 (B, z2_dim) -> (z1_mu, z1_logvar), each (B, z1_dim)."""
+        """q(z1 | x, z2): x (B, T, F), z2 (B, z2_dim) -> (z1_mu, z1_logvar), each (B, z1_dim).
+
+        With the vq bottleneck: (the quantized z1, None) -- a deterministic posterior."""
+        h = self._z1_state(x, z2)
+        if self.vq is not None:
+            return self.vq.quantize(self.z1_mu(h)), None
+        return self.z1_mu(h), self.z1_logvar(h)
+
+    def _z1_state(self, x, z2):
+        """Last hidden states of the z1 encoder's layers, (B, L*H)."""
         if self._fast(x):
             lstm, xt, F = self.z1_lstm, _feature_major(x), x.shape[2]
             w = lstm.weight_ih_l0
@@ -128,11 +164,17 @@ class FHVAE(nn.Module):
             xz = torch.cat([x, z2[:, None].expand(-1, x.shape[1], -1)], dim=2)
             _, (h_n, _) = self.z1_lstm(xz)
             h_last = _concat_layers(h_n)
-        return self.z1_mu(h_last), self.z1_logvar(h_last)
+        return h_last
 
-    def decode(self, z1, z2, seg_len=None):
-        """p(x | z1, z2): z1 (B, z1_dim), z2 (B, z2_dim) -> (x_mu, x_logvar), each (B, T, F), T = seg_len."""
-        T = seg_len or self.cfg.seg_len
+    def decode(self, z1, z2, seg_len=None, x=None):
+        """p(x | z1, z2): z1 (B, z1_dim), z2 (B, z2_dim) -> (x_mu, x_logvar), each (B, T, F), T = seg_len.
+
+        With the ar decoder, x (B, T, F) gives teacher-forced p(x_t | x_<t, z1, z2); without x the
+        frames are generated one by one from the means (greedy)."""
+        return self._decode(z1, z2, seg_len or self.cfg.seg_len, x)[:2]
+
+    def _decode(self, z1, z2, T, x=None):
+        """-> x_mu, x_logvar (B, T, F) and the decoder's last-layer LSTM states d (B, H, T)."""
         z = torch.cat([z1, z2], dim=1)
         if self._fast(z):
             lstm = self.dec_lstm
@@ -140,25 +182,46 @@ class FHVAE(nn.Module):
             h = _lstm_fast(lstm, gx, T)[-1]  # (H, T, B)
             H, B = h.shape[0], h.shape[2]
             hf = h.reshape(H, T * B)
-            x_mu = _in_proj(self.x_mu.weight, self.x_mu.bias, hf).view(-1, T, B).permute(2, 1, 0)
+            x_mu = _in_proj(self.x_mu.weight, self.x_mu.bias, hf).view(-1, T, B).permute(2, 1, 0).contiguous()
             x_logvar = _in_proj(self.x_logvar.weight, self.x_logvar.bias, hf).view(-1, T, B).permute(2, 1, 0)
-            return x_mu.contiguous(), x_logvar.contiguous()
-        out, _ = self.dec_lstm(z[:, None].expand(-1, T, -1))
-        return self.x_mu(out), self.x_logvar(out)
+            x_logvar, d = x_logvar.contiguous(), h.permute(2, 0, 1)
+        else:
+            out, _ = self.dec_lstm(z[:, None].expand(-1, T, -1))
+            x_mu, x_logvar, d = self.x_mu(out), self.x_logvar(out), out.transpose(1, 2)
+        if self.ar is not None:
+            if x is None:
+                x_mu, x_logvar = self.ar.generate(x_mu, x_logvar, d)
+            else:
+                mu_o, lv_o = self.ar(x, d)
+                x_mu, x_logvar = x_mu + mu_o, x_logvar + lv_o
+        return x_mu, x_logvar, d
 
-    def forward(self, x, sample=True):
+    def forward(self, x, sample=True, x_z1=None):
         """x (B, T, F) -> dict: z2_mu, z2_logvar, z2, z1_mu, z1_logvar, z1 (B, z_dim); x_mu, x_logvar (B, T, F).
 
         z2 ~ q(z2|x); z1 ~ q(z1|x, z2) given the sampled z2; the decoder gets the sampled z1, z2.
-        With sample=False the means are used instead of samples.
+        With sample=False the means are used instead of samples. x_z1 (B, T, F), if given, is what the
+        z1 encoder reads instead of x (time jitter: a neighbouring segment; train.z1_jitter).
+        With the vq bottleneck z1_logvar is None and the dict has vq_codes (B,), vq_ze (B, D), vq_loss (B,);
+        with Z-forcing, zf_aux and zf_back (B,) (models/ar.py).
         """
         z2_mu, z2_logvar = self.encode_z2(x)
         z2 = sample_gauss(z2_mu, z2_logvar) if sample else z2_mu
-        z1_mu, z1_logvar = self.encode_z1(x, z2)
-        z1 = sample_gauss(z1_mu, z1_logvar) if sample else z1_mu
-        x_mu, x_logvar = self.decode(z1, z2, x.shape[1])
-        return {"z2_mu": z2_mu, "z2_logvar": z2_logvar, "z2": z2,
-                "z1_mu": z1_mu, "z1_logvar": z1_logvar, "z1": z1, "x_mu": x_mu, "x_logvar": x_logvar}
+        h1 = self._z1_state(x if x_z1 is None else x_z1, z2)
+        out = {"z2_mu": z2_mu, "z2_logvar": z2_logvar, "z2": z2}
+        if self.vq is not None:
+            q = self.vq(self.z1_mu(h1))
+            z1_mu = z1 = q["z1"]
+            z1_logvar = None
+            out.update(vq_codes=q["codes"], vq_ze=q["ze"], vq_loss=q["loss"])
+        else:
+            z1_mu, z1_logvar = self.z1_mu(h1), self.z1_logvar(h1)
+            z1 = sample_gauss(z1_mu, z1_logvar) if sample else z1_mu
+        x_mu, x_logvar, d = self._decode(z1, z2, x.shape[1], x)
+        if self.zf is not None:
+            out["zf_aux"], out["zf_back"] = self.zf(x, d)
+        out.update(z1_mu=z1_mu, z1_logvar=z1_logvar, z1=z1, x_mu=x_mu, x_logvar=x_logvar)
+        return out
 
 
 def _concat_layers(h_n):

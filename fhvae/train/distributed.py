@@ -39,6 +39,11 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item() > 0)
 
+    def broadcast(self, tensor):
+        """Overwrite ``tensor`` in place with rank 0's (e.g. a re-initialized codebook)."""
+        if self.world > 1:
+            dist.broadcast(tensor, src=0)
+
     def barrier(self):
         if self.world > 1:
             dist.barrier()

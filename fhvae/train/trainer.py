@@ -29,12 +29,13 @@ from tqdm import tqdm
 from fhvae import config as config_mod
 from fhvae.data.index import UttIndex
 from fhvae.data.loader import BlockData, BlockLoader, UttReader
-from fhvae.data.sampler import FlatSampler, HierarchicalSampler, fixed_segments, num_segments
+from fhvae.data.sampler import FlatSampler, HierarchicalSampler, fixed_segments, jitter_starts, num_segments
 from fhvae.errors import ConfigError, DataError, TrainingError
 from fhvae.features.stats import load_stats
 from fhvae.io.atomic import atomic_write_text
 from fhvae.models.fhvae import FHVAE
 from fhvae.models import losses
+from fhvae.models.vq import Reservoir, usage as vq_usage
 from fhvae.train import checkpoint as ckpt
 from fhvae.train import distributed
 
@@ -106,21 +107,28 @@ class DevSet:
 
     @torch.no_grad()
     def bound(self, model, prior_var, device, seed):
-        """Mean segment lower bound (nats/segment) and its terms, mu2 = per-sequence MAP."""
+        """Mean segment lower bound (nats/segment) and its terms, mu2 = per-sequence MAP; with a vq z1
+        also the codebook usage on dev (vq_usage, vq_perplexity, vq_used)."""
         torch.manual_seed(seed)
         n = torch.bincount(self.seq, minlength=self.n_seqs).to(device)
         x = self.x.to(device)
         sums = torch.zeros(self.n_seqs, model.cfg.z2_dim, device=device)
         sums.index_add_(0, self.seq.to(device), z2_means(model, x))
         mu2 = losses.map_mu2(sums, n[:, None].float(), prior_var)
-        tot = {}
+        tot, counts = {}, 0
         for i in range(0, len(x), 1024):
             xb, sb = x[i:i + 1024], self.seq[i:i + 1024].to(device)
             out = model(xb)
-            t = losses.segment_terms(out, xb, mu2[sb], n[sb].float(), prior_var)
+            t = losses.segment_terms(out, xb, mu2[sb], n[sb].float(), prior_var, model.cfg.vq_codes)
             for k, v in t.items():
                 tot[k] = tot.get(k, 0.0) + float(v.sum())
-        return {k: v / len(x) for k, v in tot.items()}
+            if "vq_codes" in out:
+                counts = counts + np.bincount(out["vq_codes"].cpu().numpy(), minlength=model.cfg.vq_codes)
+        res = {k: v / len(x) for k, v in tot.items()}
+        if model.vq is not None:   # codebook usage on dev (not a bound term)
+            u = vq_usage(counts)
+            res.update(vq_usage=u["usage"], vq_perplexity=u["perplexity"], vq_used=u["used"])
+        return res
 
 
 class Trainer:
@@ -167,7 +175,15 @@ class Trainer:
         torch.manual_seed(t.seed)   # identical initial weights on every rank
         self.model = FHVAE(cfg.model).to(self.device)
         self.ddp_model = self.dist.wrap(self.model)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        vq = self.model.vq
+        if vq is None:
+            groups = [{"params": list(self.model.parameters())}]
+        else:   # the codebook in its own group at vq_lr_mult x lr (Łańcucki et al. 2020)
+            groups = [{"params": [p for p in self.model.parameters() if p is not vq.codebook]},
+                      {"params": [vq.codebook], "lr": t.lr * t.vq_lr_mult}]
+            self.reservoir = Reservoir(t.vq_reservoir, cfg.model.z1_dim)
+            self.code_counts = np.zeros(cfg.model.vq_codes, dtype=np.int64)
+        self.opt = torch.optim.Adam(groups, lr=t.lr, betas=(t.beta1, t.beta2))
 
     def _new_cache(self, data):
         """Cache rows = MAP estimates for the block's sequences, with a fresh Adam."""
@@ -253,12 +269,14 @@ class Trainer:
     def _step(self, data, st):
         cfg, t = self.cfg, self.cfg.train
         x, local = data.batch(st["pos"], t.batch_size, cfg.data.seg_len)
+        x_z1 = self._jittered(data, st) if t.z1_jitter > 0 else None
         x, local = x.to(self.device), local.to(self.device)
         n = torch.from_numpy(data.block.n_segs).to(self.device)[local].float()
         torch.manual_seed(self.seed * 1_000_003 + st["step"])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.amp and self.device.type == "cuda"):
-            out = self.ddp_model(x)
-        loss, terms = losses.fhvae_loss(out, x, self.cache, local, n, t.alpha, cfg.model.z2_prior_var)
+            out = self.ddp_model(x, x_z1=x_z1)
+        loss, terms = losses.fhvae_loss(out, x, self.cache, local, n, t.alpha, cfg.model.z2_prior_var,
+                                        cfg.model.vq_codes, self._zf_weight(st["step"]))
         vals = {k: float(v.detach().mean()) for k, v in terms.items()}
         vals["loss"] = float(loss.detach())
         self.opt.zero_grad(set_to_none=True)
@@ -279,7 +297,43 @@ class Trainer:
         loss.backward()
         self.opt.step()
         self.cache_opt.step()
+        if "vq_codes" in out:
+            self.code_counts += np.bincount(out["vq_codes"].cpu().numpy(), minlength=len(self.code_counts))
+            self.reservoir.add(out["vq_ze"], seed=(self.seed, self.dist.rank, st["step"]))
         return vals
+
+    def _jittered(self, data, st):
+        """Time jitter: the segments (B, T, F) the z1 encoder reads (sampler.jitter_starts), seeded by
+        (seed, rank, step)."""
+        t, T = self.cfg.train, self.cfg.data.seg_len
+        seq, start = data.block.batch(st["pos"], t.batch_size)
+        rng = np.random.default_rng((self.seed, self.dist.rank, st["step"], 7))
+        lengths = np.array([len(data.feats[k]) for k in seq])
+        start = jitter_starts(start, lengths, T, t.z1_jitter, t.z1_jitter_shift, rng)
+        return data.segments(seq, start, T).to(self.device)
+
+    def _zf_weight(self, step):
+        """Z-forcing weight at a step: zforcing_weight, ramped linearly from 0 over zforcing_anneal_steps."""
+        t = self.cfg.train
+        return t.zforcing_weight * (min(1.0, step / t.zforcing_anneal_steps) if t.zforcing_anneal_steps else 1.0)
+
+    def _vq_epoch(self, st, rec):
+        """End of an epoch with a vq bottleneck: codebook usage of the epoch's training batches into
+        rec["train"]; the codebook re-initialized by k-means on the reservoir (first vq_reinit_epochs
+        epochs), its Adam moments reset; the reservoir emptied for the next epoch."""
+        t, vq = self.cfg.train, self.model.vq
+        u = vq_usage(self.code_counts)
+        rec["train"].update(vq_usage=round(u["usage"], 4), vq_perplexity=round(u["perplexity"], 2),
+                            vq_used=u["used"])
+        self.code_counts[:] = 0
+        if st["epoch"] <= t.vq_reinit_epochs and len(self.reservoir) >= vq.num_codes:
+            inertia = vq.reinit(self.reservoir.data[:len(self.reservoir)], seed=self.seed + st["epoch"])
+            self.dist.broadcast(vq.codebook.data)
+            self.opt.state.pop(vq.codebook, None)
+            rec["vq_reinit"] = round(inertia, 4)
+            log.info("epoch %d: codebook re-initialized by k-means on %d encoder outputs (inertia %.3f)",
+                     st["epoch"], len(self.reservoir), inertia)
+        self.reservoir.clear()
 
     def _end_epoch(self, st, acc, secs):
         """Dev bound, metrics line, checkpoint, early stopping. Returns True to stop."""
@@ -292,6 +346,7 @@ class Trainer:
             raise TrainingError(f"dev lower bound is {dev['bound']} after step {st['step']} "
                                 f"(terms: {dev}); stopping")
         n = max(1, t.epoch_steps)
+        vq_dev = {k: dev.pop(k) for k in list(dev) if k.startswith("vq_")}
         improved = dev["bound"] > st["best_dev"]
         if improved:
             st["best_dev"], st["best_step"], st["bad_epochs"] = dev["bound"], st["step"], 0
@@ -300,7 +355,9 @@ class Trainer:
         rec = {"epoch": st["epoch"], "step": st["step"], "block": st["block"], "time_s": round(secs, 2),
                "steps_per_s": round(n / max(secs, 1e-9), 3),
                "train": {k: round(v / n, 4) for k, v in acc.items()},
-               "dev": {k: round(v, 4) for k, v in dev.items()}, "best": improved}
+               "dev": {k: round(v, 4) for k, v in {**dev, **vq_dev}.items()}, "best": improved}
+        if self.model.vq is not None:
+            self._vq_epoch(st, rec)
         self._save(st, improved)
         if self.dist.rank == 0:
             with open(os.path.join(self.exp_dir, "metrics.jsonl"), "a") as f:
@@ -324,7 +381,8 @@ class Trainer:
         ckpt.save_part(self.ckpt_dir, step, f"rank{self.dist.rank}", {
             "cache": self.cache.detach().cpu(), "cache_opt": self.cache_opt.state_dict(),
             "block": st["block"], "pos": st["pos"], "step": step,
-            "broken": dict(self.utts.bad)})
+            "broken": dict(self.utts.bad),
+            "reservoir": self.reservoir.state_dict() if self.model.vq is not None else None})
         if self.dist.rank == 0:
             ckpt.save_part(self.ckpt_dir, step, "model", {
                 "model": self.model.state_dict(), "opt": self.opt.state_dict(), "state": dict(st),
@@ -355,6 +413,8 @@ class Trainer:
         t = self.cfg.train
         self.cache_opt = torch.optim.Adam([self.cache], lr=t.lr, betas=(t.beta1, t.beta2))
         self.cache_opt.load_state_dict(part["cache_opt"])
+        if self.model.vq is not None:
+            self.reservoir.load_state_dict(part["reservoir"])
         if self.dist.rank == 0:
             _truncate_metrics(os.path.join(self.exp_dir, "metrics.jsonl"), st["step"])
         log.info("resumed from %s: step %d, epoch %d, block %d batch %d", d, st["step"], st["epoch"],
