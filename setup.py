@@ -29,6 +29,8 @@ setup(
         "matplotlib",
         "pyyaml",
         "tqdm",
+        "sentencepiece",
+        "jiwer",
     ],
     entry_points={
         "console_scripts": [f"fhvae-{s.replace('_', '-')}=fhvae.bin.{s}:main" for s in scripts]

@@ -1,4 +1,4 @@
-"""The mini recipe end to end (stages 1-7), shrunk: a few speakers, a tiny model, a few steps."""
+"""The mini recipe end to end (stages 1-8), shrunk: a few speakers, a tiny model, a few steps."""
 import json
 import os
 
@@ -18,7 +18,7 @@ def test_mini_recipe_all_stages(tmp_path):
     env_run = ["env", "OMP_NUM_THREADS=1", "./run.sh"]
     run(env_run + ["--num-train-spk", "4", "--num-test-spk", "3", "--utts-per-spk", "6",
                    "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN,
-                   "--tsne-segments", "200"], cwd=recipe)
+                   "--tsne-segments", "200", "--asr-opts", "--epochs 2 --vocab-size 30 --hidden 16"], cwd=recipe)
     exp = os.path.join(recipe, "exp", "fhvae")
     # stage 4: a finished run with its config, curve and checkpoints
     for f in ("config.yaml", "done", "metrics.jsonl", "training_curve.png", "checkpoints/best.pt"):
@@ -43,8 +43,17 @@ def test_mini_recipe_all_stages(tmp_path):
     for f in ("plots/tsne_grid.png", "plots/tsne_z2_speaker.png", "plots/recombination.png",
               "probes/probes.json", "RESULTS.md"):
         assert os.path.isfile(os.path.join(exp, f)), f
+    # stage 7: ABX of fbank and z1
+    for feats in ("fbank", "z1"):
+        r = json.load(open(os.path.join(exp, "abx", feats, "results.json")))
+        assert 0 <= r["within"] <= 100 and 0 <= r["across"] <= 100
+    # stage 8: ASR on fbank and z1, WER per test condition
+    for feats in ("fbank", "z1"):
+        r = json.load(open(os.path.join(exp, "asr", feats, "results.json")))
+        assert set(r["per_cond"]) == {"clean", "noise", "telephone"} and r["wer"] >= 0
     report = open(os.path.join(exp, "RESULTS.md")).read()
     assert "Speaker verification" in report and "svector" in report and "probes" in report.lower()
+    assert "ABX" in report and "WER telephone" in report
     # re-running a finished stage range redoes nothing harmful: training is not redone
     out = run(env_run + ["--stage", "4", "--stop-stage", "4", "--train-opts", TINY_TRAIN], cwd=recipe)
     assert "already finished" in out.stderr

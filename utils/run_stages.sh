@@ -8,7 +8,8 @@
 #
 # Stages: 2 fbank (+ fix/validate data dirs), 3 stats (train), 4 training, 5 export,
 # 6 speaker verification (cosine and PLDA on s-vectors and the fbank mean+std baseline),
-# 7 t-SNE / recombination plots and linear probes. Sets are named train, dev and test (plus any
+# 7 t-SNE / recombination plots, linear probes and ABX (fbank and z1 of the test set, where it has
+# phones.ctm), 8 downstream ASR (utils/asr_stage.sh: CTC on fbank and on z1; --asr-opts). Sets are named train, dev and test (plus any
 # other set a trial list lives in, e.g. data/test_1s/trials).
 set -euo pipefail
 
@@ -25,6 +26,7 @@ svectors_only_sets=""      # sets exported as s-vectors only (no frame-level z1/
 trials=data/test/trials    # trial lists data/<set>/<list>; scores go to <exp>/sv/<list>/<vectors>_<backend>
                            # (<exp>/sv/<set>/<list>/... for sets other than test)
 tsne_segments=2000         # test segments in the t-SNE plots
+asr_opts=""                # stage 8: extra fhvae-asr options, e.g. "--epochs 30"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 : "${train_cmd:=utils/run.sh}"
@@ -92,5 +94,15 @@ if run 7; then
   fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" "${pc_opts[@]}" \
     --max-segments "$tsne_segments" --out-dir "$exp/plots"
   fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev "${pc_opts[@]}" --out-dir "$exp/probes"
+  if [ -f data/test/phones.ctm ]; then
+    fhvae-abx --feats data/test/feats.scp --data-dir data/test --out-dir "$exp/abx/fbank"
+    fhvae-abx --feats "$exp/export/test/z1.scp" --data-dir data/test --out-dir "$exp/abx/z1"
+  fi
+  fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
+fi
+
+if run 8; then
+  log_stage 8 "downstream ASR on fbank and z1"
+  utils/asr_stage.sh --exp "$exp" --asr-opts "$asr_opts"
   fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi

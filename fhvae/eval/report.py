@@ -1,7 +1,7 @@
 """RESULTS.md of a recipe run, generated from the files the stages wrote (never typed by hand).
 
-Collects exp/<tag>/sv/*/results.json (EERs, minDCF), probes/probes.md, the last metrics.jsonl
-line (dev bound), and embeds the PNGs (training curve, t-SNE grid, recombination), with the
+Collects exp/<tag>/sv/*/results.json (EERs, minDCF), probes/probes.md, abx/*/results.json (ABX),
+asr/*/results.json (WER by condition), the last metrics.jsonl line (dev bound), and embeds the PNGs (training curve, t-SNE grid, recombination), with the
 command and the git commit that produced them.
 """
 import datetime
@@ -42,6 +42,38 @@ def _sv_table(exp_dir):
     head = ("| trials | vectors | backend | EER % (Kaldi compute-eer) | EER % (interpolated) | minDCF p=0.01 | "
             "minDCF p=0.001 | target / nontarget |\n|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(rows)
+
+
+def _results(exp_dir, sub):
+    """{name: results.json} of every exp_dir/<sub>/<name>/results.json, sorted by name."""
+    d = os.path.join(exp_dir, sub)
+    out = {}
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+        path = os.path.join(d, name, "results.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                out[name] = json.load(f)
+    return out
+
+
+def _abx_table(exp_dir):
+    rows = [f"| {n} | {r['within']:.2f} | {r['across']:.2f} | {r['n_items']} |"
+            for n, r in _results(exp_dir, "abx").items() if r.get("within") is not None]
+    if not rows:
+        return None
+    return ("| features | ABX within speaker % | ABX across speakers % | items |\n|---|---:|---:|---:|\n"
+            + "\n".join(rows))
+
+
+def _asr_table(exp_dir):
+    res = _results(exp_dir, "asr")
+    conds = sorted({c for r in res.values() for c in r.get("per_cond", {})})
+    if not res:
+        return None
+    rows = [f"| {n} | " + " | ".join(f"{r['per_cond'][c]['wer']:.1f}" if c in r.get("per_cond", {}) else "-"
+                                     for c in conds) + f" | {r['wer']:.1f} |" for n, r in res.items()]
+    return ("| features | " + " | ".join(f"WER {c} %" for c in conds) + " | WER all % |\n|---|"
+            + "---:|" * (len(conds) + 1) + "\n" + "\n".join(rows))
 
 
 def write_report(exp_dir, out_path, command, title="Results", assets_dir=None):
@@ -95,6 +127,16 @@ def write_report(exp_dir, out_path, command, title="Results", assets_dir=None):
                       "Logistic regression on frozen inputs: trained on segments of the training set, tested on "
                       "the dev set. z1 should predict phones and not speaker/channel; z2 the opposite.", "",
                       f.read().strip(), ""]
+    abx = _abx_table(exp_dir)
+    if abx:
+        lines += ["## ABX phone discriminability (`fhvae-abx`, test set)", "",
+                  "Triphone-context ABX error on frames (angular distance, DTW normalised by path length); "
+                  "lower is better. Within: A, B, X of one speaker; across: X of another speaker.", "", abx, ""]
+    asr = _asr_table(exp_dir)
+    if asr:
+        lines += ["## Downstream ASR (`fhvae-asr`, stage 8)", "",
+                  "CTC on BPE units trained on the clean-condition training utterances, greedy decoding, "
+                  "word error rate on the test set by channel condition.", "", asr, ""]
     plots = os.path.join(exp_dir, "plots")
     for name, caption in (("tsne_grid.png", "t-SNE of z1 (top) and z2 (bottom) test segments, coloured by "
                                             "speaker, channel condition and phone class (paper Fig. 3)"),

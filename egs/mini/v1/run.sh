@@ -10,13 +10,18 @@
 #   5 export             fhvae-export -> exp/<tag>/export/<set>/{z1,z2,svector,spk_svector}.scp
 #   6 scoring            fhvae-score-sv (cosine, PLDA) on s-vectors and the fbank baseline, both trial lists,
 #                        on whole test utterances and on their 1 s crops
-#   7 plots and probes   fhvae-plot, fhvae-probe, fhvae-report -> exp/<tag>/{plots,probes,RESULTS.md}
+#   7 plots, probes, ABX fhvae-plot, fhvae-probe, fhvae-abx, fhvae-report
+#                        -> exp/<tag>/{plots,probes,abx/{fbank,z1},RESULTS.md}
+#   8 downstream ASR     utils/asr_stage.sh: CTC (BPE units) on fbank and on z1, trained on the clean
+#                        train utterances, WER per test condition -> exp/<tag>/asr/{fbank,z1}
+# Seed systems (vq z1, time jitter, autoregressive decoder, Z-forcing) against this FHVAE:
+# local/seed_systems.sh (exp/seed_systems.md).
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 4] [--tag fhvae] [--train-opts '--train.lr 1e-3']
 set -euo pipefail
 
 stage=1
-stop_stage=7
+stop_stage=8
 nj=4
 seed=1
 tag=fhvae
@@ -28,6 +33,7 @@ num_dev_utts=4
 train_config=conf/train.yaml
 fbank_config=conf/fbank.yaml
 train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
+asr_opts=""          # extra fhvae-asr options (stage 8), e.g. "--epochs 30"
 tsne_segments=2000
 sets="train dev test test_1s"
 short_test_dur=1.0  # seconds kept of each test utterance in data/test_1s
@@ -55,7 +61,7 @@ fi
 utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp "$exp" --sets "$sets" \
   --train-config "$train_config" --fbank-config "$fbank_config" --train-opts "$train_opts" \
   --phone-classes local/phone_classes.txt --tsne-segments "$tsne_segments" \
-  --svectors-only-sets test_1s \
+  --svectors-only-sets test_1s --asr-opts "$asr_opts" \
   --trials "data/test/trials data/test/trials_same_cond data/test_1s/trials data/test_1s/trials_same_cond"
 
 echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/{,test_1s/}*/*/results.json, $exp/plots, $exp/probes"

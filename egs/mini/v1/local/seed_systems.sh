@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Seed systems on the mini corpus: the FHVAE against the related systems its users compare it with,
+# all trained the same number of steps with the same config (conf/train.yaml) and evaluated alike.
+#
+#   gauss     the FHVAE (Gaussian z1)                      vq        vq z1, both robust-training tricks
+#   jitter    gauss + time jitter on z1 (p = 0.12)          vq_plain  vq z1 without them (codebook lr 1x,
+#   ar        autoregressive decoder output                           no k-means re-init)
+#   ar_zf     ar + Z-forcing auxiliary cost
+#
+# For each: stages 4-5 (train, export), ABX on test z1 (fhvae-abx), linear probes (fhvae-probe);
+# once: ABX on fbank; ASR (fhvae-asr, trained on clean train, tested per condition) on fbank and on
+# the z1 of --asr-systems. local/seed_table.py then writes exp/seed_systems.md from the results.
+# Needs stages 1-3 of run.sh (data, fbank, stats).
+#
+# Usage: local/seed_systems.sh [--systems "gauss vq ..."] [--steps 2000] [--asr-systems "gauss vq"]
+#   e.g. two at a time on a 2-core machine (one thread each):
+#        local/seed_systems.sh --systems "gauss vq vq_plain" & local/seed_systems.sh --systems "jitter ar ar_zf"
+#        local/seed_systems.sh --systems "" --asr-systems "gauss vq"     # ASR + the table once all are trained
+set -euo pipefail
+
+systems="gauss jitter vq vq_plain ar ar_zf"
+asr_systems=""
+steps=2000
+threads=1
+train_config=conf/train.yaml
+asr_opts=""
+help_message="Usage: $0 [--systems 'gauss vq ...'] [--steps 2000] [--asr-systems 'gauss vq'] [--threads 1]"
+cd "$(dirname "$0")/.."
+. ./path.sh
+. utils/parse_options.sh
+
+opts_of() {
+  case $1 in
+    gauss) echo "" ;;
+    jitter) echo "--train.z1_jitter 0.12" ;;
+    vq) echo "--model.z1_bottleneck vq" ;;
+    vq_plain) echo "--model.z1_bottleneck vq --train.vq_lr_mult 1 --train.vq_reinit_epochs 0" ;;
+    ar) echo "--model.decoder ar" ;;
+    ar_zf) echo "--model.decoder ar --model.zforcing true" ;;
+    *) echo "$0: unknown system '$1'" >&2; return 1 ;;
+  esac
+}
+
+epoch_steps=$(python3 -c "import yaml; print(yaml.safe_load(open('$train_config'))['train']['epoch_steps'])")
+epochs=$(( (steps + epoch_steps - 1) / epoch_steps ))
+for s in $systems; do
+  o=$(opts_of "$s")
+  echo "$(date '+%Y-%m-%d %H:%M:%S') $0: system $s ($o), $epochs epochs of $epoch_steps steps"
+  ./run.sh --stage 4 --stop-stage 5 --tag "$s" --train-config "$train_config" \
+    --train-opts "$o --train.max_epochs $epochs --train.num_threads $threads"
+  fhvae-abx --feats exp/$s/export/test/z1.scp --data-dir data/test --out-dir exp/$s/abx/z1
+  fhvae-probe --exp-dir exp/$s --train-dir data/train --test-dir data/dev \
+    --phone-classes local/phone_classes.txt --out-dir exp/$s/probes
+done
+
+if [ -n "$asr_systems" ]; then
+  [ -f exp/fbank/abx/results.json ] || \
+    fhvae-abx --feats data/test/feats.scp --data-dir data/test --out-dir exp/fbank/abx
+  # shellcheck disable=SC2086
+  [ -f exp/fbank/asr/results.json ] || fhvae-asr --train-feats data/train/feats.scp --train-dir data/train \
+    --test-feats data/test/feats.scp --test-dir data/test --out-dir exp/fbank/asr $asr_opts
+  for s in $asr_systems; do
+    # shellcheck disable=SC2086
+    [ -f exp/$s/asr/z1/results.json ] || fhvae-asr --train-feats exp/$s/export/train/z1.scp --train-dir data/train \
+      --test-feats exp/$s/export/test/z1.scp --test-dir data/test --out-dir exp/$s/asr/z1 $asr_opts
+  done
+  python3 local/seed_table.py --exp exp --systems "gauss jitter vq vq_plain ar ar_zf" --out exp/seed_systems.md
+fi
