@@ -68,12 +68,53 @@ def rows(exp_root, systems):
     return train_rows, eval_rows
 
 
+def all_metrics(exp):
+    path = os.path.join(exp, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def plot(exp_root, systems, out):
+    """PNG: vq codebook perplexity per epoch (vq systems), dev KL(z1) and dev bound per epoch (all)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fhvae.io.atomic import atomic_open
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    for s in systems:
+        recs = all_metrics(os.path.join(exp_root, s))
+        if not recs:
+            continue
+        steps = [r["step"] for r in recs]
+        if "vq_perplexity" in recs[0]["train"]:
+            ax[0].plot(steps, [r["train"]["vq_perplexity"] for r in recs], marker=".", label=s)
+        else:
+            ax[1].plot(steps, [r["dev"]["kl_z1"] for r in recs], marker=".", label=s)
+        ax[2].plot(steps, [r["dev"]["bound"] for r in recs], marker=".", label=s)
+    ax[0].set(title="vq codebook perplexity (train batches, K = 256)", xlabel="step")
+    ax[1].set(title="dev KL(z1) (nats / segment; vq: log K)", xlabel="step")
+    ax[2].set(title="dev segment lower bound (nats)", xlabel="step", ylim=(None, None))
+    for a in ax:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", default="exp")
     p.add_argument("--systems", default="gauss jitter vq vq_plain ar ar_zf")
     p.add_argument("--out", required=True)
+    p.add_argument("--plot", help="also write this PNG (codebook perplexity, KL(z1), dev bound per epoch)")
     a = p.parse_args(argv)
+    if a.plot:
+        plot(a.exp, a.systems.split(), a.plot)
     train_rows, eval_rows = rows(a.exp, a.systems.split())
     text = ("Training (last epoch; dev terms in nats per 20-frame segment; vq codebook usage on the last "
             "epoch's training batches: entropy / ln K, perplexity, codes used of 256)\n\n"
