@@ -285,3 +285,25 @@ def test_zforcing_weight_ramps_linearly():
     tr = Trainer.__new__(Trainer)
     tr.cfg = cfg
     assert [tr._zf_weight(s) for s in (0, 50, 100, 1000)] == [0.0, 1.0, 2.0, 2.0]
+
+
+def test_seed_table_collects_the_result_files(tmp_path, repo_root):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("seed_table", os.path.join(repo_root, "egs/mini/v1/local/seed_table.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    exp = tmp_path / "exp"
+    (exp / "vq" / "abx" / "z1").mkdir(parents=True)
+    (exp / "fbank" / "abx").mkdir(parents=True)
+    rec = {"step": 800, "train": {"vq_usage": 0.5, "vq_perplexity": 16.0, "vq_used": 40},
+           "dev": {"bound": -600.0, "log_px": -550.0, "kl_z1": math.log(256), "kl_z2": 20.0}}
+    (exp / "vq" / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+    (exp / "vq" / "abx" / "z1" / "results.json").write_text(json.dumps({"within": 12.5, "across": 15.25}))
+    (exp / "fbank" / "abx" / "results.json").write_text(json.dumps({"within": 18.7, "across": 32.5}))
+    out = tmp_path / "t.md"
+    mod.main(["--exp", str(exp), "--systems", "gauss vq", "--out", str(out), "--plot", str(tmp_path / "t.png")])
+    text = out.read_text()
+    assert "| vq | 800 | -600.0 | -550.0 | 5.55 | 20.00 | 0.50 / 16 / 40 |" in text
+    assert "| vq | 12.50 | 15.25 | - |" in text and "| fbank (input) | 18.70 | 32.50 | - |" in text
+    assert "| gauss | - | - |" in text   # no results yet
+    assert os.path.getsize(tmp_path / "t.png") > 1000

@@ -4,6 +4,10 @@
     q(z1 | x, z2)   2-layer LSTM over [x_t, z2]; same head structure
     p(x | z1, z2)   2-layer LSTM fed [z1, z2] at every step; per-frame affine heads
 
+Seed-system options (ModelConfig; off by default): ``z1_bottleneck = vq`` quantizes the z1 head's
+output (models/vq.py); ``decoder = ar`` adds an autoregressive output over the previous frames and
+``zforcing`` the Z-forcing cost (models/ar.py). Time jitter is the trainer's (``forward(x_z1=...)``).
+
 Inputs x are (B, T, F) globally normalized features (T = 20 frames for training segments;
 the encoders accept any T). All Gaussians are diagonal and parameterized by (mu, logvar).
 
