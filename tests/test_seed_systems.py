@@ -151,13 +151,14 @@ def test_ar_decoder_is_causal_and_starts_as_the_plain_decoder():
     assert torch.allclose(plain(xx, sample=False)["x_mu"], arm(xx, sample=False)["x_mu"], atol=1e-6)
 
 
-def test_ar_generation_agrees_with_teacher_forcing_on_its_own_output():
+@pytest.mark.parametrize("layers", [4, 2])   # receptive field 16 (> T) and 4 (< T: windowed generation)
+def test_ar_generation_agrees_with_teacher_forcing_on_its_own_output(layers):
     torch.manual_seed(0)
-    m = FHVAE(ModelConfig(**SMALL, decoder="ar")).eval()
+    m = FHVAE(ModelConfig(**SMALL, decoder="ar", ar_layers=layers)).eval()
     torch.nn.init.normal_(m.ar.out.weight, std=0.3)
     z1, z2 = torch.randn(2, 4), torch.randn(2, 4)
-    gen, _ = m.decode(z1, z2, 10)
-    forced, _ = m.decode(z1, z2, 10, x=gen)
+    gen, _ = m.decode(z1, z2, 12)
+    forced, _ = m.decode(z1, z2, 12, x=gen)
     assert torch.allclose(gen, forced, atol=1e-5)
 
 

@@ -61,9 +61,10 @@ class ARDecoder(nn.Module):
         x = base_mu.new_zeros(base_mu.shape)
         lv = base_logvar.clone()
         for t in range(T):
-            end = t + 1
-            start = max(0, end - self.receptive_field)
-            mu_o, lv_o = self(x[:, start:end], d[:, :, start:end])
+            # output t reads x_{t-R}..x_{t-1} (R = receptive field); the window's first frame only
+            # feeds the shift, so it starts one frame earlier
+            start = max(0, t - self.receptive_field)
+            mu_o, lv_o = self(x[:, start:t + 1], d[:, :, start:t + 1])
             x[:, t] = base_mu[:, t] + mu_o[:, -1]
             lv[:, t] = base_logvar[:, t] + lv_o[:, -1]
         return x, lv

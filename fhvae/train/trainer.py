@@ -346,7 +346,6 @@ class Trainer:
             raise TrainingError(f"dev lower bound is {dev['bound']} after step {st['step']} "
                                 f"(terms: {dev}); stopping")
         n = max(1, t.epoch_steps)
-        vq_dev = {k: dev.pop(k) for k in list(dev) if k.startswith("vq_")}
         improved = dev["bound"] > st["best_dev"]
         if improved:
             st["best_dev"], st["best_step"], st["bad_epochs"] = dev["bound"], st["step"], 0
@@ -355,7 +354,7 @@ class Trainer:
         rec = {"epoch": st["epoch"], "step": st["step"], "block": st["block"], "time_s": round(secs, 2),
                "steps_per_s": round(n / max(secs, 1e-9), 3),
                "train": {k: round(v / n, 4) for k, v in acc.items()},
-               "dev": {k: round(v, 4) for k, v in {**dev, **vq_dev}.items()}, "best": improved}
+               "dev": {k: round(v, 4) for k, v in dev.items()}, "best": improved}
         if self.model.vq is not None:
             self._vq_epoch(st, rec)
         self._save(st, improved)
