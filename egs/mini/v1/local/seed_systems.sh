@@ -2,10 +2,13 @@
 # Seed systems on the mini corpus: the FHVAE against the related systems its users compare it with,
 # all trained the same number of steps with the same config (conf/train.yaml) and evaluated alike.
 #
-#   gauss     the FHVAE (Gaussian z1)                      vq        vq z1, both robust-training tricks
-#   jitter    gauss + time jitter on z1 (p = 0.12)          vq_plain  vq z1 without them (codebook lr 1x,
-#   ar        autoregressive decoder output                           no k-means re-init)
-#   ar_zf     ar + Z-forcing auxiliary cost
+#   gauss      the FHVAE (Gaussian z1)
+#   jitter     gauss + time jitter on z1 (p = 0.12, neighbours 8 frames away)
+#   jitter_s2  the same with neighbours 2 frames away
+#   vq         vq z1 with both robust-training tricks (codebook lr 10x, k-means re-init)
+#   vq_plain   vq z1 without them
+#   ar         autoregressive decoder output
+#   ar_zf      ar + Z-forcing auxiliary cost
 #
 # For each: stages 4-5 (train, export), ABX on test z1 (fhvae-abx), linear probes (fhvae-probe);
 # once: ABX on fbank; ASR (fhvae-asr, trained on clean train, tested per condition) on fbank and on
@@ -18,7 +21,7 @@
 #        local/seed_systems.sh --systems "" --asr-systems "gauss vq"     # ASR + the table once all are trained
 set -euo pipefail
 
-systems="gauss jitter vq vq_plain ar ar_zf"
+systems="gauss jitter jitter_s2 vq vq_plain ar ar_zf"
 asr_systems=""
 steps=2000
 threads=1
@@ -33,6 +36,7 @@ opts_of() {
   case $1 in
     gauss) echo "" ;;
     jitter) echo "--train.z1_jitter 0.12" ;;
+    jitter_s2) echo "--train.z1_jitter 0.12 --train.z1_jitter_shift 2" ;;
     vq) echo "--model.z1_bottleneck vq" ;;
     vq_plain) echo "--model.z1_bottleneck vq --train.vq_lr_mult 1 --train.vq_reinit_epochs 0" ;;
     ar) echo "--model.decoder ar" ;;
@@ -64,5 +68,5 @@ if [ -n "$asr_systems" ]; then
     [ -f exp/$s/asr/z1/results.json ] || fhvae-asr --train-feats exp/$s/export/train/z1.scp --train-dir data/train \
       --test-feats exp/$s/export/test/z1.scp --test-dir data/test --out-dir exp/$s/asr/z1 $asr_opts
   done
-  python3 local/seed_table.py --exp exp --systems "gauss jitter vq vq_plain ar ar_zf" --out exp/seed_systems.md
+  python3 local/seed_table.py --exp exp --systems "gauss jitter jitter_s2 vq vq_plain ar ar_zf" --out exp/seed_systems.md
 fi

@@ -109,7 +109,7 @@ def plot(exp_root, systems, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", default="exp")
-    p.add_argument("--systems", default="gauss jitter vq vq_plain ar ar_zf")
+    p.add_argument("--systems", default="gauss jitter jitter_s2 vq vq_plain ar ar_zf")
     p.add_argument("--out", required=True)
     p.add_argument("--plot", help="also write this PNG (codebook perplexity, KL(z1), dev bound per epoch)")
     a = p.parse_args(argv)
