@@ -40,7 +40,6 @@ from fhvae.train import checkpoint as ckpt
 from fhvae.train import distributed
 
 log = logging.getLogger(__name__)
-TERMS = ("loss", "bound", "log_px", "kl_z1", "kl_z2", "log_pmu2", "disc")
 
 
 def load_set(data_dir, seg_len):
