@@ -35,6 +35,10 @@ class TrainConfig:
     batch_size: int = 256            # segments per optimization step
     alpha: float = 10.0              # weight of the discriminative term
     lr: float = 1e-3
+    lr_warmup_steps: int = 0         # linear warm-up of the learning rates from 0 over this many steps
+    lr_decay_steps: int = 0          # cosine decay from lr to lr * lr_final over this many steps after the
+                                     # warm-up, constant afterwards (0 = constant lr: the paper)
+    lr_final: float = 0.05           # fraction of lr left at the end of the decay
     beta1: float = 0.95
     beta2: float = 0.999
     epoch_steps: int = 1000          # steps between dev evaluations / checkpoints ("epoch")
@@ -77,6 +81,9 @@ class Config:
             (t.max_epochs >= 1, "train.max_epochs must be >= 1"),
             (t.patience >= 1, "train.patience must be >= 1"),
             (t.lr > 0, "train.lr must be > 0"),
+            (t.lr_warmup_steps >= 0 and t.lr_decay_steps >= 0,
+             "train.lr_warmup_steps and train.lr_decay_steps must be >= 0"),
+            (0 <= t.lr_final <= 1, "train.lr_final must be a fraction in [0, 1]"),
             (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)"),
             (t.alpha >= 0, "train.alpha must be >= 0"),
             (t.vq_lr_mult > 0, "train.vq_lr_mult must be > 0"),

@@ -15,7 +15,7 @@ from fhvae import config
 from fhvae.errors import ConfigError, FhvaeError, TrainingError
 from fhvae.export import export
 from fhvae.train import checkpoint as ckpt
-from fhvae.train.trainer import Trainer, prepare_exp_dir
+from fhvae.train.trainer import Trainer, lr_scale, prepare_exp_dir
 from tests.fakedata import make_feats_dir, write_stats
 
 TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
@@ -63,9 +63,11 @@ def test_training_writes_outputs_and_finishes(sets):
     assert train(sets, exp)["step"] == 9
 
 
-def test_resume_after_interruption_gives_same_model(sets, monkeypatch):
+@pytest.mark.parametrize("schedule", [[], [("train.lr_warmup_steps", 2), ("train.lr_decay_steps", 5)]],
+                         ids=["constant_lr", "warmup_cosine"])
+def test_resume_after_interruption_gives_same_model(sets, monkeypatch, schedule):
     ref = str(sets / "ref")
-    train(sets, ref)
+    train(sets, ref, schedule)
     exp = str(sets / "int")
     orig = Trainer._step
     calls = {"n": 0}
@@ -78,16 +80,38 @@ def test_resume_after_interruption_gives_same_model(sets, monkeypatch):
 
     monkeypatch.setattr(Trainer, "_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        train(sets, exp)
+        train(sets, exp, schedule)
     monkeypatch.setattr(Trainer, "_step", orig)
     assert ckpt.last_step_dir(os.path.join(exp, "checkpoints")).endswith("step00000003")
     with open(os.path.join(exp, "metrics.jsonl"), "a") as f:   # as if killed in the middle of an append
         f.write('{"epoch": 2, "step": 6, "tra')
-    summary = train(sets, exp)
+    summary = train(sets, exp, schedule)
     assert summary["step"] == 9
     assert_same_weights(weights(ref), weights(exp))
     recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
     assert [r["step"] for r in recs] == [3, 6, 9]
+
+
+def test_lr_schedule_warmup_then_cosine_then_constant():
+    t = config.TrainConfig(lr_warmup_steps=4, lr_decay_steps=10, lr_final=0.1)
+    got = [lr_scale(t, s) for s in range(16)]
+    assert got[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert got[4] == pytest.approx(1.0) and got[9] == pytest.approx(0.55)   # half-way: (1 + 0.1) / 2
+    assert got[14] == pytest.approx(0.1) and got[15] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(got[3:], got[4:]))
+    assert lr_scale(config.TrainConfig(), 12345) == 1.0   # the paper: constant
+
+
+def test_lr_schedule_sets_the_optimizer_rates(sets):
+    exp = str(sets / "exp")
+    tr_cfg = [("train.lr_decay_steps", 9), ("train.lr_final", 0.2), ("train.max_epochs", 3)]
+    train(sets, exp, tr_cfg)
+    opt = torch.load(os.path.join(ckpt.last_step_dir(os.path.join(exp, "checkpoints")), "model.pt"),
+                     weights_only=False)["opt"]
+    lr0 = config.TrainConfig().lr
+    g = opt["param_groups"][0]
+    assert g["base_lr"] == pytest.approx(lr0)
+    assert g["lr"] == pytest.approx(lr0 * lr_scale(config.TrainConfig(lr_decay_steps=9, lr_final=0.2), 8))
 
 
 def test_hierarchical_with_k_equal_m_matches_flat(sets):

@@ -36,17 +36,33 @@ for f in data/$train_set/feats.scp data/$test_set/feats.scp \
   fi
 done
 
+# The two trainings run at the same time (one CPU thread each: the small model gains little from
+# more); each one's log is <exp>/asr/<feat>/log.
+pids=()
 for feat in fbank z1; do
   if [ $feat = fbank ]; then
     train_feats=data/$train_set/feats.scp test_feats=data/$test_set/feats.scp
   else
     train_feats=$exp/export/$train_set/z1.scp test_feats=$exp/export/$test_set/z1.scp
   fi
-  echo "$(date '+%Y-%m-%d %H:%M:%S') $0: ASR on $feat -> $exp/asr/$feat"
+  echo "$(date '+%Y-%m-%d %H:%M:%S') $0: ASR on $feat -> $exp/asr/$feat (log: $exp/asr/$feat/log)"
+  mkdir -p "$exp/asr/$feat"
   # shellcheck disable=SC2086
   "${asr[@]}" --train-feats "$train_feats" --train-dir "data/$train_set" --test-feats "$test_feats" \
-    --test-dir "data/$test_set" --out-dir "$exp/asr/$feat" --name "$feat" $asr_opts > /dev/null
+    --test-dir "data/$test_set" --out-dir "$exp/asr/$feat" --name "$feat" $asr_opts \
+    > "$exp/asr/$feat/log" 2>&1 &
+  pids+=($!)
 done
+failed=0
+for i in 0 1; do
+  feat=$([ $i = 0 ] && echo fbank || echo z1)
+  if ! wait "${pids[$i]}"; then
+    echo "$0: ASR on $feat failed; the end of $exp/asr/$feat/log:" >&2
+    tail -n 20 "$exp/asr/$feat/log" >&2
+    failed=1
+  fi
+done
+[ $failed = 0 ] || exit 1
 
 # One table: the header of the first results.md, then the row of each.
 {

@@ -42,6 +42,18 @@ from fhvae.train import distributed
 log = logging.getLogger(__name__)
 
 
+def lr_scale(t, step):
+    """Learning-rate factor at 0-based step ``step`` for TrainConfig t: linear warm-up over
+    lr_warmup_steps, then cosine decay to lr_final over lr_decay_steps, then constant (1 throughout
+    with both 0). A pure function of the step, so resumed runs follow the same schedule."""
+    if step < t.lr_warmup_steps:
+        return (step + 1) / t.lr_warmup_steps
+    if t.lr_decay_steps == 0:
+        return 1.0
+    progress = min(1.0, (step - t.lr_warmup_steps) / t.lr_decay_steps)
+    return t.lr_final + (1 - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def load_set(data_dir, seg_len):
     """UttIndex of a data dir without the sequences shorter than one segment (count logged)."""
     index = UttIndex.from_data_dir(data_dir)
@@ -294,6 +306,10 @@ class Trainer:
                                     f"batches with non-finite loss (last at step {st['step'] + 1}: {bad})")
             return {}
         loss.backward()
+        scale = lr_scale(t, st["step"])
+        for opt in (self.opt, self.cache_opt):
+            for g in opt.param_groups:
+                g["lr"] = g.setdefault("base_lr", g["lr"]) * scale
         self.opt.step()
         self.cache_opt.step()
         if "vq_codes" in out:
