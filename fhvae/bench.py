@@ -148,6 +148,66 @@ def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=
             "bound_segments_per_s": round(batch * g * 1e9 / flops, 1)}
 
 
+def _procs_worker(rank, procs, port, cfg, batch, iters, warmup, out):
+    """One rank of bench_procs: a 1-thread DDP step on batch segments; rank 0 writes the median (s)."""
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=procs)
+    step = _Step(cfg, 2000, batch, torch.device("cpu"))
+    step.model = torch.nn.parallel.DistributedDataParallel(step.model)  # same parameters, averaged gradients
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        dist.barrier()
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    t = torch.tensor([statistics.median(times)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({"step_s": float(t)}, f)
+    dist.destroy_process_group()
+
+
+def bench_procs(batch=128, procs=2, iters=20, warmup=3, cfg=None):
+    """CPU: one training step of ``batch`` segments in one process with ``procs`` threads against
+    ``procs`` DDP processes (gloo) of one thread each, batch / procs segments per process (the same
+    global batch, as ``train_nproc`` in the recipes). Also the share of the sgemm bound at ``procs``
+    threads that each reaches."""
+    import socket
+    import torch.multiprocessing as mp
+    cfg = cfg or ModelConfig()
+    if batch % procs:
+        raise ValueError(f"batch {batch} is not a multiple of procs {procs}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(procs)
+    try:
+        t_one = _time_interleaved([_Step(cfg, 2000, batch, torch.device("cpu"))], iters, warmup,
+                                  torch.device("cpu"))[0]
+        g = sgemm_gflops()
+    finally:
+        torch.set_num_threads(threads)
+    with socket.socket() as sock, tempfile.TemporaryDirectory() as tmp:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        out = os.path.join(tmp, "r.json")
+        mp.start_processes(_procs_worker, args=(procs, port, cfg, batch // procs, iters, warmup, out),
+                           nprocs=procs, start_method="spawn")
+        with open(out) as f:
+            t_ddp = json.load(f)["step_s"]
+    flops = lstm_flops(cfg, batch)
+    return {"batch": batch, "procs": procs, "hidden": [cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden],
+            "one_process_step_ms": round(1000 * t_one, 2), "ddp_step_ms": round(1000 * t_ddp, 2),
+            "one_process_segments_per_s": round(batch / t_one, 1), "ddp_segments_per_s": round(batch / t_ddp, 1),
+            "ddp_speedup": round(t_one / t_ddp, 3), "sgemm_gflops": round(g, 1),
+            "one_process_share_of_sgemm_bound": round(flops / t_one / 1e9 / g, 3),
+            "ddp_share_of_sgemm_bound": round(flops / t_ddp / 1e9 / g, 3)}
+
+
 def _memory_worker(m, sampling, k, steps, batch):
     """Run in a fresh process: peak RSS of ``steps`` training steps with an M- or K-row cache."""
     cfg = ModelConfig()

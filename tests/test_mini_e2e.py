@@ -17,11 +17,17 @@ def test_mini_recipe_all_stages(tmp_path):
     recipe = recipe_copy(str(tmp_path), "mini")
     env_run = ["env", "OMP_NUM_THREADS=1", "./run.sh"]
     run(env_run + ["--num-train-spk", "4", "--num-test-spk", "3", "--utts-per-spk", "6",
-                   "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN,
+                   "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN, "--train-nproc", "2",
                    "--tsne-segments", "200", "--asr-opts", "--epochs 2 --vocab-size 30 --hidden 16"], cwd=recipe)
     exp = os.path.join(recipe, "exp", "fhvae")
     # stage 4: a finished run with its config, curve and checkpoints
     for f in ("config.yaml", "done", "metrics.jsonl", "training_curve.png", "checkpoints/best.pt"):
+        assert os.path.isfile(os.path.join(exp, f)), f
+    last = open(os.path.join(exp, "checkpoints", "last")).read().strip()   # --train-nproc 2: two ranks
+    assert sorted(os.listdir(os.path.join(exp, "checkpoints", last))) == ["model.pt", "rank0.pt", "rank1.pt"]
+    # stage 5 (and 7, 8): the commands ran side by side (run.sh --jobs 2), each with its log
+    for f in ("log/export.train.log", "log/export.test_1s.log", "log/plot.log", "log/probe.log",
+              "asr/fbank/log", "asr/z1/log"):
         assert os.path.isfile(os.path.join(exp, f)), f
     # stage 5: exports with frame counts equal to utt2num_frames, for every set
     for s in ("train", "dev", "test"):

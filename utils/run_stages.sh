@@ -4,7 +4,8 @@
 #
 #   utils/run_stages.sh --stage 2 --stop-stage 7 --exp exp/fhvae --sets "train dev test" \
 #     [--nj 4] [--train-config conf/train.yaml] [--fbank-config conf/fbank.yaml] [--train-opts ""] \
-#     [--phone-classes local/phone_classes.txt] [--svectors-only-sets train] [--trials data/test/trials]
+#     [--phone-classes local/phone_classes.txt] [--svectors-only-sets train] [--trials data/test/trials] \
+#     [--train-nproc 1] [--jobs 1]
 #
 # Stages: 2 fbank (+ fix/validate data dirs), 3 stats (train), 4 training, 5 export,
 # 6 speaker verification (cosine and PLDA on s-vectors and the fbank mean+std baseline),
@@ -27,6 +28,9 @@ trials=data/test/trials    # trial lists data/<set>/<list>; scores go to <exp>/s
                            # (<exp>/sv/<set>/<list>/... for sets other than test)
 tsne_segments=2000         # test segments in the t-SNE plots
 asr_opts=""                # stage 8: extra fhvae-asr options, e.g. "--epochs 30"
+train_nproc=1              # stage 4: >1 trains with that many processes (torchrun, gloo on CPU; each rank
+                           # samples its own blocks, DDP averages gradients: train.batch_size is per rank)
+jobs=1                     # stages 5 and 7: commands run at the same time (>1: one torch thread each)
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 : "${train_cmd:=utils/run.sh}"
@@ -35,6 +39,27 @@ log_stage() { echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage $1: $2"; }
 run() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 pc_opts=()
 [ -n "$phone_classes" ] && pc_opts=(--phone-classes "$phone_classes")
+
+# spawn LOG CMD...: with jobs > 1, run CMD in the background (output to LOG, one torch thread), at most
+# $jobs at a time; with jobs = 1, run it here. reap: wait for all, fail naming the logs of failed ones.
+pids=() logs=()
+spawn() {
+  local log=$1; shift
+  if [ "$jobs" -le 1 ]; then "$@"; return; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  OMP_NUM_THREADS=1 "$@" > "$log" 2>&1 &
+  pids+=($!) logs+=("$log")
+}
+reap() {
+  local i failed=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "$0: failed: see ${logs[$i]}:" >&2; tail -n 20 "${logs[$i]}" >&2; failed=1
+    fi
+  done
+  pids=() logs=()
+  return $failed
+}
 
 if run 2; then
   log_stage 2 "fbank features"
@@ -52,17 +77,23 @@ fi
 
 if run 4; then
   log_stage 4 "training ($exp)"
+  train=(fhvae-train)
+  [ "$train_nproc" -gt 1 ] && train=(env OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" python3 -m torch.distributed.run
+                                     --standalone --nproc_per_node "$train_nproc" "$(command -v fhvae-train)")
   # shellcheck disable=SC2086
-  fhvae-train --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
+  "${train[@]}" --config "$train_config" --train-dir data/train --dev-dir data/dev --exp-dir "$exp" $train_opts
 fi
 
 if run 5; then
   log_stage 5 "export z1, z2, s-vectors"
+  mkdir -p "$exp/log"
   for s in $sets; do
     opts=()
     [[ " $svectors_only_sets " == *" $s "* ]] && opts=(--svectors-only)
-    fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s" "${opts[@]}"
+    spawn "$exp/log/export.$s.log" \
+      fhvae-export --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/export/$s" "${opts[@]}"
   done
+  reap
 fi
 
 if run 6; then
@@ -91,13 +122,17 @@ if run 7; then
   # t-SNE of z1/z2 by speaker, condition and phone class (paper Fig. 3), recombination (Fig. 4);
   # probes trained on train and tested on dev (where dev speakers are training speakers, the
   # speaker probe is closed-set; otherwise it is skipped).
-  fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" "${pc_opts[@]}" \
-    --max-segments "$tsne_segments" --out-dir "$exp/plots"
-  fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev "${pc_opts[@]}" --out-dir "$exp/probes"
+  mkdir -p "$exp/log"
+  spawn "$exp/log/plot.log" fhvae-plot --exp-dir "$exp" --data-dir data/test --export-dir "$exp/export/test" \
+    "${pc_opts[@]}" --max-segments "$tsne_segments" --out-dir "$exp/plots"
+  spawn "$exp/log/probe.log" \
+    fhvae-probe --exp-dir "$exp" --train-dir data/train --test-dir data/dev "${pc_opts[@]}" --out-dir "$exp/probes"
   if [ -f data/test/phones.ctm ]; then
-    fhvae-abx --feats data/test/feats.scp --data-dir data/test --out-dir "$exp/abx/fbank"
-    fhvae-abx --feats "$exp/export/test/z1.scp" --data-dir data/test --out-dir "$exp/abx/z1"
+    spawn "$exp/log/abx.fbank.log" fhvae-abx --feats data/test/feats.scp --data-dir data/test --out-dir "$exp/abx/fbank"
+    spawn "$exp/log/abx.z1.log" \
+      fhvae-abx --feats "$exp/export/test/z1.scp" --data-dir data/test --out-dir "$exp/abx/z1"
   fi
+  reap
   fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi
 

@@ -9,6 +9,7 @@ EPILOG = """examples:
   fhvae-bench step-vs-k --dense --k 10 20000 # also the 2017 dense formulation
   fhvae-bench memory --m 1000 10000 100000 1000000
   fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
+  fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
   fhvae-bench index --index-utts 10000000   # memory of the utterance index
@@ -35,7 +36,7 @@ def _table(res):
 def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "all"])
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "procs", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
@@ -52,6 +53,7 @@ def _main(argv):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--hidden", type=int, default=256,
                    help="throughput: LSTM cells of every encoder/decoder (256: the paper; 128: the mini recipe)")
+    p.add_argument("--procs", type=int, default=2, help="procs: DDP processes (one thread each)")
     args = p.parse_args(argv)
 
     import torch
@@ -74,6 +76,9 @@ def _main(argv):
         elif w == "throughput":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
             r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
+        elif w == "procs":
+            cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
+            r = bench.bench_procs(args.batch, args.procs, args.iters, cfg=cfg)
         elif w == "loader":
             r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
         elif w == "index":

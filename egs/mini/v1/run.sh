@@ -18,6 +18,7 @@
 # local/seed_systems.sh (exp/seed_systems.md).
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 4] [--tag fhvae] [--train-opts '--train.lr 1e-3']
+#                 [--train-nproc 2] [--jobs 2]
 set -euo pipefail
 
 stage=1
@@ -34,13 +35,16 @@ train_config=conf/train.yaml
 fbank_config=conf/fbank.yaml
 train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
 asr_opts=""          # extra fhvae-asr options (stage 8), e.g. "--epochs 30"
+train_nproc=1        # training processes (>1: torchrun, one torch thread each; conf/train.yaml's
+                     # batch_size is per process. 2 x 64 on 2 cores: ~4% faster than 1 x 128, BENCHMARKS 3c)
+jobs=2               # stages 5 and 7: commands at the same time, one thread each
 tsne_segments=2000
 sets="train dev test test_1s"
 short_test_dur=1.0  # seconds kept of each test utterance in data/test_1s
 
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']
        [--num-train-spk 24] [--num-test-spk 16] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]
-       [--short-test-dur 1.0]"
+       [--short-test-dur 1.0] [--train-nproc 2] [--jobs 2]"
 cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
@@ -61,7 +65,7 @@ fi
 utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp "$exp" --sets "$sets" \
   --train-config "$train_config" --fbank-config "$fbank_config" --train-opts "$train_opts" \
   --phone-classes local/phone_classes.txt --tsne-segments "$tsne_segments" \
-  --svectors-only-sets test_1s --asr-opts "$asr_opts" \
+  --svectors-only-sets test_1s --asr-opts "$asr_opts" --train-nproc "$train_nproc" --jobs "$jobs" \
   --trials "data/test/trials data/test/trials_same_cond data/test_1s/trials data/test_1s/trials_same_cond"
 
 echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/{,test_1s/}*/*/results.json, $exp/plots, $exp/probes"

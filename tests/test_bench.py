@@ -1,0 +1,20 @@
+"""Benchmarks run (tiny sizes) and report consistent figures; timings themselves are not asserted."""
+import pytest
+
+from fhvae import bench
+from fhvae.models.fhvae import ModelConfig
+
+TINY = ModelConfig(feat_dim=8, seg_len=5, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hidden=8, dec_hidden=8)
+
+
+def test_procs_compares_ddp_processes_with_one_process():
+    r = bench.bench_procs(batch=8, procs=2, iters=2, warmup=1, cfg=TINY)
+    assert r["procs"] == 2 and r["batch"] == 8 and r["hidden"] == [8, 8, 8]
+    assert r["one_process_step_ms"] > 0 and r["ddp_step_ms"] > 0
+    assert r["ddp_speedup"] == pytest.approx(r["one_process_step_ms"] / r["ddp_step_ms"], rel=0.01)
+    assert r["ddp_segments_per_s"] == pytest.approx(8 / (r["ddp_step_ms"] / 1000), rel=0.01)
+
+
+def test_procs_refuses_a_batch_that_does_not_split():
+    with pytest.raises(ValueError, match="multiple"):
+        bench.bench_procs(batch=7, procs=2, cfg=TINY)
