@@ -190,10 +190,10 @@ def bench_procs(batch=128, procs=2, iters=20, warmup=3, cfg=None):
         g = sgemm_gflops()
     finally:
         torch.set_num_threads(threads)
-    with socket.socket() as sock, tempfile.TemporaryDirectory() as tmp:
+    with socket.socket() as sock:   # a free port for the process group
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        sock.close()
+    with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         mp.start_processes(_procs_worker, args=(procs, port, cfg, batch // procs, iters, warmup, out),
                            nprocs=procs, start_method="spawn")

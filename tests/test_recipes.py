@@ -372,3 +372,18 @@ def test_run_sh_fbank_and_stats(prepared, corpus):
     assert stats["mean"].shape == (80,) and np.all(stats["var"] > 0)
     assert int(stats["count"]) == sum(load_data_dir(p.data("train")).utt2num_frames.values())
 
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_failing_export_fails_the_stage_naming_its_log(tmp_path, jobs):
+    """Stage 5 with a set whose data dir is missing: run_stages.sh exits non-zero; with --jobs 2 the
+    other set's export still runs and the message names the failed one's log."""
+    recipe = recipe_copy(str(tmp_path), "mini")
+    env = ["env", f"PATH={os.path.join(REPO, 'tools', 'venv', 'bin')}:{os.environ['PATH']}"]
+    proc = run(env + ["utils/run_stages.sh", "--stage", "5", "--stop-stage", "5", "--exp", "exp/none",
+                      "--sets", "train test", "--jobs", jobs], cwd=recipe, check=False)
+    assert proc.returncode != 0
+    if jobs == "2":
+        assert "failed: see exp/none/log/export.train.log" in proc.stderr
+        assert "failed: see exp/none/log/export.test.log" in proc.stderr
+        assert os.path.getsize(os.path.join(recipe, "exp", "none", "log", "export.test.log")) > 0

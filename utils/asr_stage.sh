@@ -38,8 +38,8 @@ done
 
 # The two trainings run at the same time (one CPU thread each: the small model gains little from
 # more); each one's log is <exp>/asr/<feat>/log.
-pids=()
-for feat in fbank z1; do
+feats=(fbank z1) pids=()
+for feat in "${feats[@]}"; do
   if [ $feat = fbank ]; then
     train_feats=data/$train_set/feats.scp test_feats=data/$test_set/feats.scp
   else
@@ -54,8 +54,8 @@ for feat in fbank z1; do
   pids+=($!)
 done
 failed=0
-for i in 0 1; do
-  feat=$([ $i = 0 ] && echo fbank || echo z1)
+for i in "${!feats[@]}"; do
+  feat=${feats[$i]}
   if ! wait "${pids[$i]}"; then
     echo "$0: ASR on $feat failed; the end of $exp/asr/$feat/log:" >&2
     tail -n 20 "$exp/asr/$feat/log" >&2

@@ -36,7 +36,7 @@ fbank_config=conf/fbank.yaml
 train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
 asr_opts=""          # extra fhvae-asr options (stage 8), e.g. "--epochs 30"
 train_nproc=1        # training processes (>1: torchrun, one torch thread each; conf/train.yaml's
-                     # batch_size is per process. 2 x 64 on 2 cores: 1.07x per step, 1.04x in training, BENCHMARKS 3c)
+                     # batch_size is per process. 2 x 64 on 2 cores: 1.07x per step, no gain in training, BENCHMARKS 3c)
 jobs=2               # stages 5 and 7: commands at the same time, one thread each
 tsne_segments=2000
 sets="train dev test test_1s"
