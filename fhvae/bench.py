@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from fhvae.malloc import keep_freed_memory
 from fhvae.models import cpu_kernels, losses
 from fhvae.models.fhvae import FHVAE, ModelConfig
 
@@ -151,6 +152,7 @@ def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=
 def _procs_worker(rank, procs, port, cfg, batch, iters, warmup, out):
     """One rank of bench_procs: a 1-thread DDP step on batch segments; rank 0 writes the median (s)."""
     import torch.distributed as dist
+    keep_freed_memory()   # as in fhvae-train (run_cli)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=procs)
@@ -397,6 +399,7 @@ def _device_name(device):
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_memory":
     m, sampling, k, steps, batch = sys.argv[2:7]
+    keep_freed_memory()   # peak RSS as fhvae-train has it
     print(json.dumps(_memory_worker(int(m), sampling, int(k), int(steps), int(batch))))
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_index":
     print(json.dumps(_index_worker(sys.argv[2])))

@@ -30,7 +30,7 @@ from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import read_kv, utt2spk_to_spk2utt
 from fhvae.data.index import UttIndex
 from fhvae.models import losses
-from fhvae.models.fhvae import FHVAE
+from fhvae.models.fhvae import FHVAE, inference_batch
 from fhvae.train.checkpoint import load_model_weights
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ def segment_windows(x, seg_len, shift):
 class Exporter:
     """Computes latents for many utterances, batching windows of several utterances together."""
 
-    def __init__(self, model, cfg, device="cpu", batch_windows=4096, frames=True):
+    def __init__(self, model, cfg, device="cpu", batch_windows=None, frames=True):
         self.model, self.cfg, self.device = model, cfg, device
-        self.batch = batch_windows
+        self.batch = batch_windows or inference_batch(device)
         self.frames = frames   # False: s-vectors only (no frame-rate windows: ~20x less work)
 
     @torch.inference_mode()
@@ -109,7 +109,7 @@ class Exporter:
 
 
 def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=False,
-           batch_windows=4096, max_bad=0.05, svectors_only=False):
+           batch_windows=None, max_bad=0.05, svectors_only=False):
     """Write z1/z2 (+ log-variances), svector, spk_svector, num_utts.ark for a data dir.
 
     ``svectors_only`` skips the frame-level z1/z2 (for large training sets that only feed a
@@ -125,6 +125,7 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
         raise ConfigError(f"{exp_dir}: --logvars: a vq z1 (model.z1_bottleneck=vq) has no log-variance")
     utt2spk = read_kv(os.path.join(data_dir, "utt2spk"))
     loader = UttReader(index, stats, cfg.model.feat_dim)
+    batch_windows = batch_windows or inference_batch(device)
     exporter = Exporter(model, cfg, device, batch_windows, frames=not svectors_only)
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)

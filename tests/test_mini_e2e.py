@@ -26,20 +26,24 @@ def test_mini_recipe_all_stages(tmp_path):
     last = open(os.path.join(exp, "checkpoints", "last")).read().strip()   # --train-nproc 2: two ranks
     assert sorted(os.listdir(os.path.join(exp, "checkpoints", last))) == ["model.pt", "rank0.pt", "rank1.pt"]
     # stage 5 (and 7, 8): the commands ran side by side (run.sh --jobs 2), each with its log
-    for f in ("log/export.train.log", "log/export.test_1s.log", "log/plot.log", "log/probe.log",
+    for f in ("log/export.train.log", "log/export.train_clean.log", "log/plot.log", "log/probe.log",
               "asr/fbank/log", "asr/z1/log"):
         assert os.path.isfile(os.path.join(exp, f)), f
-    # stage 5: exports with frame counts equal to utt2num_frames, for every set
-    for s in ("train", "dev", "test"):
+    # stage 1: the ASR's training set, the clean train utterances
+    conds = dict(line.split() for line in open(os.path.join(recipe, "data", "train", "utt2cond")))
+    clean = [line.split()[0] for line in open(os.path.join(recipe, "data", "train_clean", "utt2spk"))]
+    assert clean == sorted(u for u, c in conds.items() if c == "clean") and clean
+    # stage 5: s-vectors of every set; frame-level z1 of test and train_clean with frame counts equal to
+    # utt2num_frames; train, dev and the 1 s crops of the test set as s-vectors only
+    for s in ("train", "train_clean", "dev", "test", "test_1s"):
         n2f = dict(line.split() for line in open(os.path.join(recipe, "data", s, "utt2num_frames")))
-        z1 = kaldiio.load_scp(os.path.join(exp, "export", s, "z1.scp"))
-        assert {k: v.shape[0] for k, v in z1.items()} == {k: int(v) for k, v in n2f.items()}
         assert len(kaldiio.load_scp(os.path.join(exp, "export", s, "svector.scp"))) == len(n2f)
-    # stage 5: the 1 s crops of the test set, as s-vectors only
-    n2f = dict(line.split() for line in open(os.path.join(recipe, "data", "test_1s", "utt2num_frames")))
-    assert set(n2f.values()) == {"98"}  # 1 s at 16 kHz: 1 + (16000 - 400) // 160 frames
-    assert len(kaldiio.load_scp(os.path.join(exp, "export", "test_1s", "svector.scp"))) == len(n2f)
-    assert not os.path.exists(os.path.join(exp, "export", "test_1s", "z1.scp"))
+        if s in ("train_clean", "test"):
+            z1 = kaldiio.load_scp(os.path.join(exp, "export", s, "z1.scp"))
+            assert {k: v.shape[0] for k, v in z1.items()} == {k: int(v) for k, v in n2f.items()}
+        else:
+            assert not os.path.exists(os.path.join(exp, "export", s, "z1.scp")), s
+    assert set(n2f.values()) == {"98"}  # test_1s: 1 s at 16 kHz: 1 + (16000 - 400) // 160 frames
     # stage 6: two trial lists (whole utterances, 1 s crops) x four scorings, each with the metrics
     for trials in ("trials", "trials_same_cond", "test_1s/trials", "test_1s/trials_same_cond"):
         for name in ("svector_cosine", "svector_plda", "baseline_cosine", "baseline_plda"):

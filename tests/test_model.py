@@ -146,9 +146,11 @@ def test_inference_mode_and_thread_count_untouched():
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.parametrize("strided", [False, True])
 @pytest.mark.parametrize("const", [False, True])
-def test_fused_step_kernels_match_pytorch_ops(const, monkeypatch):
-    """The compiled kernels (lstm_kernels.c) give the PyTorch formulation's outputs and gradients."""
+def test_fused_step_kernels_match_pytorch_ops(const, strided, monkeypatch):
+    """The compiled kernels (lstm_kernels.c) give the PyTorch formulation's outputs and gradients,
+    also for inputs and output gradients that are views with other strides."""
     from fhvae.models import cpu_kernels
     assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
     g = torch.Generator().manual_seed(1)
@@ -157,6 +159,11 @@ def test_fused_step_kernels_match_pytorch_ops(const, monkeypatch):
     gx = (3 * torch.randn(*shape, generator=g)).requires_grad_()  # large: saturated gates too
     w = (0.5 * torch.randn(4 * H, H, generator=g)).requires_grad_()
     dh = torch.randn(H, T, B, generator=g)
+    if strided:  # same values, batch not the unit-stride dimension / time steps not B apart
+        gx = gx.detach().t().contiguous().t().requires_grad_() if const else \
+            gx.detach().permute(2, 1, 0).contiguous().permute(2, 1, 0).requires_grad_()
+        dh = dh.permute(1, 0, 2).contiguous().permute(1, 0, 2)
+        assert gx.stride(-1) != 1 and dh.stride(1) != B
     results = []
     for fused in (True, False):
         if not fused:

@@ -5,7 +5,7 @@
 #   utils/run_stages.sh --stage 2 --stop-stage 7 --exp exp/fhvae --sets "train dev test" \
 #     [--nj 4] [--train-config conf/train.yaml] [--fbank-config conf/fbank.yaml] [--train-opts ""] \
 #     [--phone-classes local/phone_classes.txt] [--svectors-only-sets train] [--trials data/test/trials] \
-#     [--train-nproc 1] [--jobs 1]
+#     [--train-nproc 1] [--jobs 1] [--asr-train-set train] [--asr-opts ""]
 #
 # Stages: 2 fbank (+ fix/validate data dirs), 3 stats (train), 4 training, 5 export,
 # 6 speaker verification (cosine and PLDA on s-vectors and the fbank mean+std baseline),
@@ -28,6 +28,7 @@ trials=data/test/trials    # trial lists data/<set>/<list>; scores go to <exp>/s
                            # (<exp>/sv/<set>/<list>/... for sets other than test)
 tsne_segments=2000         # test segments in the t-SNE plots
 asr_opts=""                # stage 8: extra fhvae-asr options, e.g. "--epochs 30"
+asr_train_set=train        # stage 8: the ASR's training set (a set of --sets, exported frame-level)
 train_nproc=1              # stage 4: >1 trains with that many processes (torchrun, gloo on CPU; each rank
                            # samples its own blocks, DDP averages gradients: train.batch_size is per rank)
 jobs=1                     # stages 5 and 7: commands run at the same time (>1: one torch thread each)
@@ -87,7 +88,12 @@ fi
 if run 5; then
   log_stage 5 "export z1, z2, s-vectors"
   mkdir -p "$exp/log"
+  # frame-level sets first: they take ~20x longer, so with --jobs > 1 none of them is started last
+  frame_sets=() svec_sets=()
   for s in $sets; do
+    if [[ " $svectors_only_sets " == *" $s "* ]]; then svec_sets+=("$s"); else frame_sets+=("$s"); fi
+  done
+  for s in "${frame_sets[@]}" "${svec_sets[@]}"; do
     opts=()
     [[ " $svectors_only_sets " == *" $s "* ]] && opts=(--svectors-only)
     spawn "$exp/log/export.$s.log" \
@@ -138,6 +144,6 @@ fi
 
 if run 8; then
   log_stage 8 "downstream ASR on fbank and z1"
-  utils/asr_stage.sh --exp "$exp" --asr-opts "$asr_opts"
+  utils/asr_stage.sh --exp "$exp" --train-set "$asr_train_set" --asr-opts "$asr_opts"
   fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi

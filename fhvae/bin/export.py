@@ -26,7 +26,8 @@ def _main(argv):
     p.add_argument("--svectors-only", action="store_true",
                    help="only svector/spk_svector (no frame-level z1/z2), e.g. for a large train set")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-windows", type=int, default=4096, help="windows per forward pass")
+    p.add_argument("--batch-windows", type=int,
+                   help="windows per forward pass (default: 512 on CPU, 4096 on a GPU)")
     p.add_argument("--max-bad", type=float, default=0.05, help="fraction of broken utterances tolerated")
     args = p.parse_args(argv)
 

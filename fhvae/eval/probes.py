@@ -29,6 +29,7 @@ from fhvae.export import load_model
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import load_data_dir
+from fhvae.models.fhvae import inference_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ INPUTS = ("fbank", "z1", "z2")
 
 
 @torch.inference_mode()
-def encode_segments(model, x, batch=4096):
+def encode_segments(model, x, batch=None):
     """Posterior means of segments: x (N, seg_len, F) normalized -> z1 (N, z1_dim), z2 (N, z2_dim),
     float32 numpy; z1 is conditioned on the posterior mean of z2 (as in the export)."""
     dev = next(model.parameters()).device
+    batch = batch or inference_batch(dev)
     z1s, z2s = [], []
     for i in range(0, len(x), batch):
         w = torch.as_tensor(x[i:i + batch], dtype=torch.float32).to(dev)

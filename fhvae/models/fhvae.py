@@ -77,6 +77,13 @@ class ModelConfig:
             raise ConfigError(f"model.vq_commitment must be >= 0, got {self.vq_commitment}")
 
 
+def inference_batch(device):
+    """Segments per forward pass when encoding many without gradients (export, cache MAP estimate,
+    probes): 512 on CPU, where buffers that fit the caches beat larger matrix products (~1.15x the
+    segments/s of 4096 on the mini model), 4096 on a GPU."""
+    return 512 if torch.device(device).type == "cpu" else 4096
+
+
 def sample_gauss(mu, logvar):
     """Reparameterized sample mu + exp(logvar / 2) * eps, eps ~ N(0, I); same shape as mu."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

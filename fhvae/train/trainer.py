@@ -33,7 +33,7 @@ from fhvae.data.sampler import FlatSampler, HierarchicalSampler, fixed_segments,
 from fhvae.errors import ConfigError, DataError, TrainingError
 from fhvae.features.stats import load_stats
 from fhvae.io.atomic import atomic_write_text
-from fhvae.models.fhvae import FHVAE
+from fhvae.models.fhvae import FHVAE, inference_batch
 from fhvae.models import losses
 from fhvae.models.vq import Reservoir, usage as vq_usage
 from fhvae.train import checkpoint as ckpt
@@ -68,8 +68,9 @@ def load_set(data_dir, seg_len):
 
 
 @torch.no_grad()
-def z2_means(model, x, batch=2048):
-    """Posterior means of z2 for segments x (S, T, D) -> (S, z2_dim), in chunks."""
+def z2_means(model, x, batch=None):
+    """Posterior means of z2 for segments x (S, T, D) -> (S, z2_dim), in chunks (inference_batch)."""
+    batch = batch or inference_batch(x.device)
     out = [model.encode_z2(x[i:i + batch])[0] for i in range(0, len(x), batch)]
     return torch.cat(out) if out else x.new_zeros(0, model.cfg.z2_dim)
 

@@ -65,11 +65,11 @@ if [ -n "$asr_systems" ]; then
   [ -f exp/fbank/abx/results.json ] || \
     fhvae-abx --feats data/test/feats.scp --data-dir data/test --out-dir exp/fbank/abx
   # shellcheck disable=SC2086
-  [ -f exp/fbank/asr/results.json ] || fhvae-asr --train-feats data/train/feats.scp --train-dir data/train \
+  [ -f exp/fbank/asr/results.json ] || fhvae-asr --train-feats data/train_clean/feats.scp --train-dir data/train_clean \
     --test-feats data/test/feats.scp --test-dir data/test --out-dir exp/fbank/asr $asr_opts
   for s in $asr_systems; do
     # shellcheck disable=SC2086
-    [ -f exp/$s/asr/z1/results.json ] || fhvae-asr --train-feats exp/$s/export/train/z1.scp --train-dir data/train \
+    [ -f exp/$s/asr/z1/results.json ] || fhvae-asr --train-feats exp/$s/export/train_clean/z1.scp --train-dir data/train_clean \
       --test-feats exp/$s/export/test/z1.scp --test-dir data/test --out-dir exp/$s/asr/z1 $asr_opts
   done
   python3 local/seed_table.py --exp exp --systems "gauss jitter jitter_s2 vq vq_plain ar ar_zf" --out exp/seed_systems.md
