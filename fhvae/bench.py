@@ -373,7 +373,57 @@ def bench_index(n=10_000_000):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_export(utts=20, frames=500, device="cpu", batch_windows=4096, fbank_seconds=60.0):
+def _malloc_worker(hidden, batch, iters, threads):
+    """Run in a fresh process (FHVAE_MALLOC_TUNE in its environment says whether malloc is tuned):
+    training-step time and page faults, and segments/s of the export's encoders."""
+    from fhvae.models.fhvae import inference_batch
+    tuned = keep_freed_memory()
+    torch.set_num_threads(threads)
+    cfg = ModelConfig(z1_hidden=hidden, z2_hidden=hidden, dec_hidden=hidden)
+    step = _Step(cfg, 200, batch, torch.device("cpu"))
+    for _ in range(3):
+        step()
+    r0, times = resource.getrusage(resource.RUSAGE_SELF), []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    model, x = step.model.eval(), torch.randn(4096, cfg.seg_len, cfg.feat_dim)
+    b = inference_batch("cpu")
+
+    def encode():
+        for i in range(0, len(x), b):
+            model.encode_z1(x[i:i + b], model.encode_z2(x[i:i + b])[0])
+    with torch.inference_mode():
+        t_enc = _time_interleaved([encode], 3, 1, torch.device("cpu"))[0]
+    return {"tuned": tuned, "step_ms": 1000 * statistics.median(times),
+            "faults_per_step": (r1.ru_minflt - r0.ru_minflt) / iters,
+            "sys_ms_per_step": 1000 * (r1.ru_stime - r0.ru_stime) / iters, "encode_segments_per_s": len(x) / t_enc}
+
+
+def bench_malloc(hidden=128, batch=128, iters=15, reps=3, threads=2):
+    """fhvae/malloc.py on against off: ``reps`` pairs of fresh processes (off, on, off, on, ...); medians
+    over the pairs of each one's median step time, page faults and system time per step, and the
+    segments/s of the export's z2 + z1 encoders (batches of inference_batch)."""
+    runs = {"0": [], "1": []}
+    for _ in range(reps):
+        for tune in runs:
+            out = subprocess.run([sys.executable, "-m", "fhvae.bench", "_malloc", str(hidden), str(batch), str(iters),
+                                  str(threads)], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "FHVAE_MALLOC_TUNE": tune})
+            runs[tune].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    res = {"hidden": hidden, "batch": batch, "threads": threads, "pairs": reps,
+           "tuned": [all(r["tuned"] for r in runs[t]) for t in runs]}   # [off, on]: [False, True] on glibc
+    for tune, name in (("0", "off"), ("1", "on")):
+        for k in ("step_ms", "faults_per_step", "sys_ms_per_step", "encode_segments_per_s"):
+            res[f"{name}_{k}"] = round(statistics.median(r[k] for r in runs[tune]), 1)
+    res["step_speedup"] = round(res["off_step_ms"] / res["on_step_ms"], 3)
+    res["encode_speedup"] = round(res["on_encode_segments_per_s"] / res["off_encode_segments_per_s"], 3)
+    return res
+
+
+def bench_export(utts=20, frames=500, device="cpu", batch_windows=None, fbank_seconds=60.0):
     """Export speed (frames/s and real-time factor at 10 ms frames) and fbank real-time factor."""
     from fhvae.config import Config
     from fhvae.export import Exporter
@@ -401,5 +451,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_memory":
     m, sampling, k, steps, batch = sys.argv[2:7]
     keep_freed_memory()   # peak RSS as fhvae-train has it
     print(json.dumps(_memory_worker(int(m), sampling, int(k), int(steps), int(batch))))
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_malloc":
+    print(json.dumps(_malloc_worker(*map(int, sys.argv[2:6]))))
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_index":
     print(json.dumps(_index_worker(sys.argv[2])))

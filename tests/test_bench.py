@@ -18,3 +18,11 @@ def test_procs_compares_ddp_processes_with_one_process():
 def test_procs_refuses_a_batch_that_does_not_split():
     with pytest.raises(ValueError, match="multiple"):
         bench.bench_procs(batch=7, procs=2, cfg=TINY)
+
+
+def test_malloc_compares_fresh_processes_with_the_tuning_off_and_on():
+    r = bench.bench_malloc(hidden=8, batch=4, iters=2, reps=1, threads=1)
+    assert r["tuned"] == [False, True]   # FHVAE_MALLOC_TUNE=0 / 1 reached each process
+    for name in ("off", "on"):
+        assert r[f"{name}_step_ms"] > 0 and r[f"{name}_encode_segments_per_s"] > 0 and r[f"{name}_faults_per_step"] >= 0
+    assert r["step_speedup"] == pytest.approx(r["off_step_ms"] / r["on_step_ms"], rel=0.02)

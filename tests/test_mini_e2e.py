@@ -16,19 +16,26 @@ TINY_TRAIN = ("--model.z1_hidden 16 --model.z2_hidden 16 --model.dec_hidden 16 -
 def test_mini_recipe_all_stages(tmp_path):
     recipe = recipe_copy(str(tmp_path), "mini")
     env_run = ["env", "OMP_NUM_THREADS=1", "./run.sh"]
-    run(env_run + ["--num-train-spk", "4", "--num-test-spk", "3", "--utts-per-spk", "6",
-                   "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN, "--train-nproc", "2",
-                   "--tsne-segments", "200", "--asr-opts", "--epochs 2 --vocab-size 30 --hidden 16"], cwd=recipe)
+    out = run(env_run + ["--num-train-spk", "4", "--num-test-spk", "3", "--utts-per-spk", "6",
+                         "--num-dev-utts", "2", "--nj", "2", "--train-opts", TINY_TRAIN, "--train-nproc", "2",
+                         "--tsne-segments", "200", "--asr-opts", "--epochs 2 --vocab-size 30 --hidden 16"],
+              cwd=recipe).stdout
     exp = os.path.join(recipe, "exp", "fhvae")
     # stage 4: a finished run with its config, curve and checkpoints
     for f in ("config.yaml", "done", "metrics.jsonl", "training_curve.png", "checkpoints/best.pt"):
         assert os.path.isfile(os.path.join(exp, f)), f
     last = open(os.path.join(exp, "checkpoints", "last")).read().strip()   # --train-nproc 2: two ranks
     assert sorted(os.listdir(os.path.join(exp, "checkpoints", last))) == ["model.pt", "rank0.pt", "rank1.pt"]
-    # stage 5 (and 7, 8): the commands ran side by side (run.sh --jobs 2), each with its log
-    for f in ("log/export.train.log", "log/export.train_clean.log", "log/plot.log", "log/probe.log",
-              "asr/fbank/log", "asr/z1/log"):
+    # stages 2, 5-8: the commands ran side by side (run.sh --jobs 2), each with its log; stages 6-8
+    # shared the job slots and printed their EER lines and ASR table at the end
+    for s in ("train", "train_clean", "dev", "test", "test_1s"):
+        assert os.path.isfile(os.path.join(recipe, "exp", "make_fbank", f"{s}.log")), s
+    for f in ("log/export.train.log", "log/export.train_clean.log", "log/baseline.test_1s.log",
+              "log/score.trials.svector_plda.log", "log/score.test_1s_trials_same_cond.baseline_cosine.log",
+              "log/plot.log", "log/probe.log", "log/asr.log", "asr/fbank/log", "asr/z1/log"):
         assert os.path.isfile(os.path.join(exp, f)), f
+    assert out.count("plda: EER") == 8 and out.count("cosine: EER") == 8
+    assert "ASR word error rate" in out and "| z1 |" in out
     # stage 1: the ASR's training set, the clean train utterances
     conds = dict(line.split() for line in open(os.path.join(recipe, "data", "train", "utt2cond")))
     clean = [line.split()[0] for line in open(os.path.join(recipe, "data", "train_clean", "utt2spk"))]

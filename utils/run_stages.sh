@@ -31,7 +31,8 @@ asr_opts=""                # stage 8: extra fhvae-asr options, e.g. "--epochs 30
 asr_train_set=train        # stage 8: the ASR's training set (a set of --sets, exported frame-level)
 train_nproc=1              # stage 4: >1 trains with that many processes (torchrun, gloo on CPU; each rank
                            # samples its own blocks, DDP averages gradients: train.batch_size is per rank)
-jobs=1                     # stages 5 and 7: commands run at the same time (>1: one torch thread each)
+jobs=1                     # stages 2, 5-8: commands run at the same time (>1: one torch thread each, logs
+                           # in <exp>/log; stages 6-8 share the slots and print their results at the end)
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train dev test'] [--nj N] ..."
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 : "${train_cmd:=utils/run.sh}"
@@ -43,7 +44,7 @@ pc_opts=()
 
 # spawn LOG CMD...: with jobs > 1, run CMD in the background (output to LOG, one torch thread), at most
 # $jobs at a time; with jobs = 1, run it here. reap: wait for all, fail naming the logs of failed ones.
-pids=() logs=()
+pids=() logs=() score_logs=() asr_log=""
 spawn() {
   local log=$1; shift
   if [ "$jobs" -le 1 ]; then "$@"; return; fi
@@ -62,13 +63,19 @@ reap() {
   return $failed
 }
 
+fbank_set() {  # stage 2 of one set
+  fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" data/$1 exp/make_fbank/$1 fbank
+  utils/fix_data_dir.sh data/$1    # drops utterances fbank skipped (too short), as in Kaldi
+  utils/validate_data_dir.sh data/$1
+}
+
 if run 2; then
   log_stage 2 "fbank features"
+  mkdir -p exp/make_fbank
   for s in $sets; do
-    fhvae-compute-fbank --nj "$nj" --cmd "$train_cmd" --config "$fbank_config" data/$s exp/make_fbank/$s fbank
-    utils/fix_data_dir.sh data/$s    # drops utterances fbank skipped (too short), as in Kaldi
-    utils/validate_data_dir.sh data/$s
+    spawn exp/make_fbank/$s.log fbank_set $s
   done
+  reap
 fi
 
 if run 3; then
@@ -105,10 +112,15 @@ fi
 if run 6; then
   log_stage 6 "speaker verification on $trials (s-vectors vs fbank mean+std baseline)"
   # A trial list data/<set>/<list> scores the vectors of <set> (exported in stage 5).
+  mkdir -p "$exp/log"
   trial_sets=$(for t in $trials; do basename "$(dirname "$t")"; done | sort -u)
   for s in train $trial_sets; do
-    fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
+    spawn "$exp/log/baseline.$s.log" \
+      fhvae-extract-baseline --data-dir data/$s --out-dir "$exp/baseline/$s" --stats data/train/stats.npz
   done
+  reap
+  # with --jobs > 1 the scorings, stage 7 and stage 8 share the job slots; the EER lines are printed
+  # at the end (from the logs)
   for t in $trials; do
     s=$(basename "$(dirname "$t")")
     out=$exp/sv/$(basename "$t")
@@ -116,8 +128,11 @@ if run 6; then
     for backend in cosine plda; do
       for vec in svector baseline; do
         if [ $vec = svector ]; then dir=$exp/export; name=svector.scp; else dir=$exp/baseline; name=vectors.scp; fi
-        fhvae-score-sv --trials "$t" --vectors "$dir/$s/$name" --train-vectors "$dir/train/$name" \
+        list=${out#"$exp/sv/"}
+        log=$exp/log/score.${list//\//_}.${vec}_$backend.log
+        spawn "$log" fhvae-score-sv --trials "$t" --vectors "$dir/$s/$name" --train-vectors "$dir/train/$name" \
           --train-utt2spk data/train/utt2spk --backend $backend --out-dir "$out/${vec}_$backend"
+        [ "$jobs" -le 1 ] || score_logs+=("$log")
       done
     done
   done
@@ -138,12 +153,20 @@ if run 7; then
     spawn "$exp/log/abx.z1.log" \
       fhvae-abx --feats "$exp/export/test/z1.scp" --data-dir data/test --out-dir "$exp/abx/z1"
   fi
-  reap
-  fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi
 
 if run 8; then
   log_stage 8 "downstream ASR on fbank and z1"
-  utils/asr_stage.sh --exp "$exp" --train-set "$asr_train_set" --asr-opts "$asr_opts"
+  # one job slot, two processes: utils/asr_stage.sh trains on fbank and on z1 at the same time
+  spawn "$exp/log/asr.log" \
+    utils/asr_stage.sh --exp "$exp" --train-set "$asr_train_set" --asr-opts "$asr_opts"
+  [ "$jobs" -le 1 ] || asr_log=$exp/log/asr.log
+fi
+
+# stages 6-8 with --jobs > 1: wait for their jobs, then print what they would have printed
+reap
+[ ${#score_logs[@]} -eq 0 ] || tail -q -n 1 "${score_logs[@]}"
+[ -z "$asr_log" ] || sed -n '/^ASR word error rate/,$p' "$asr_log"
+if run 7 || run 8; then
   fhvae-report --exp-dir "$exp" --out "$exp/RESULTS.md" --command "run.sh (recipe $(basename "$(dirname "$PWD")"))"
 fi

@@ -10,6 +10,7 @@ EPILOG = """examples:
   fhvae-bench memory --m 1000 10000 100000 1000000
   fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
+  fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
   fhvae-bench index --index-utts 10000000   # memory of the utterance index
@@ -36,7 +37,8 @@ def _table(res):
 def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "procs", "all"])
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "procs", "malloc",
+                                      "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
@@ -79,6 +81,8 @@ def _main(argv):
         elif w == "procs":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
             r = bench.bench_procs(args.batch, args.procs, args.iters, cfg=cfg)
+        elif w == "malloc":
+            r = bench.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
         elif w == "loader":
             r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
         elif w == "index":

@@ -39,7 +39,7 @@ train_opts=""        # extra fhvae-train overrides, e.g. "--train.max_epochs 2"
 asr_opts=""          # extra fhvae-asr options (stage 8), e.g. "--epochs 30"
 train_nproc=1        # training processes (>1: torchrun, one torch thread each; conf/train.yaml's
                      # batch_size is per process. 2 x 64 on 2 cores: 1.07x per step, no gain in training, BENCHMARKS 3c)
-jobs=2               # stages 5 and 7: commands at the same time, one thread each
+jobs=2               # stages 2, 5-8: commands at the same time, one thread each (utils/run_stages.sh)
 tsne_segments=2000
 sets="train train_clean dev test test_1s"
 svectors_only_sets="train dev test_1s"  # nothing reads their frame-level z1/z2 (a third of the export time)
