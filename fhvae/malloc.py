@@ -17,8 +17,11 @@ import os
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters (malloc.h)
-MMAP_THRESHOLD = 1 << 30   # bytes: blocks up to 1 GiB come from the heap
-TRIM_THRESHOLD = 2 << 30   # bytes of free memory at the top of the heap before it is given back
+# Bytes: blocks up to 64 MiB come from the heap (every tensor of a training step or an export batch);
+# larger ones (the flat baseline's (batch x M) matrices) stay mmap'd and are returned on free, since
+# kept in the heap they double the peak resident size (BENCHMARKS.md 2).
+MMAP_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 32 << 20   # bytes of free memory at the top of the heap before it is given back
 
 
 def keep_freed_memory():

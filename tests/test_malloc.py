@@ -7,14 +7,14 @@ import pytest
 
 from fhvae import malloc
 
-# Allocate and fill a 64 MB tensor 20 times; print the page faults of the last 19.
+# Allocate and fill a 32 MB tensor 20 times; print the page faults of the last 19.
 PROBE = """
 import resource, sys, torch
 from fhvae.malloc import keep_freed_memory
 torch.set_num_threads(1)
 print(keep_freed_memory(), file=sys.stderr)
 def use():
-    x = torch.empty(1 << 24)
+    x = torch.empty(1 << 23)
     x.fill_(1.0)
 use()
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -36,7 +36,7 @@ def test_freed_tensors_are_reused_without_page_faults():
     tuned, was_set = _faults()
     plain, not_set = _faults(FHVAE_MALLOC_TUNE="0")
     assert (was_set, not_set) == ("True", "False")
-    # untuned: every 64 MB tensor is a fresh mmap (16384 page faults here); tuned, most reuse the heap's pages
+    # untuned: every 32 MB tensor is a fresh mmap (8192 page faults here); tuned, most reuse the heap's pages
     assert tuned < plain / 2, (tuned, plain)
 
 
