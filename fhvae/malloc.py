@@ -3,11 +3,11 @@ page-fault again on every step.
 
 PyTorch has no caching allocator on CPU: every tensor is malloc'd and freed. glibc serves large
 blocks (above its mmap threshold, a few MB) with fresh mmap'd pages and unmaps them on free, so the
-next step's tensor of the same size faults in and zeroes its pages again. A training step of the
-mini model took ~1,500-3,000 page faults (10-15 ms of system time); a z2-encoder pass over 2048
-segments (the cache MAP estimate, the export) ran at 3/4 of its speed (BENCHMARKS.md 3d).
-``keep_freed_memory()`` raises the mmap and trim thresholds so those blocks stay in the heap and are
-reused. The resident size then stays at its peak instead of shrinking between steps.
+next step's tensor of the same size faults in and zeroes its pages again: ~2,500-3,000 page faults
+(10-13 ms of system time) per mini-model training step. ``keep_freed_memory()`` serves blocks up to
+64 MiB from the heap and keeps up to 32 MiB free at its top: 4.6x fewer faults, the step 1.09x and
+the export's encoders 1.34x as fast in one run of ``fhvae-bench malloc`` (BENCHMARKS.md 3d). The
+peak resident size then varies by up to ~100 MB between identical runs (BENCHMARKS.md 2).
 """
 import ctypes
 import ctypes.util
