@@ -5,7 +5,7 @@ PyTorch has no caching allocator on CPU: every tensor is malloc'd and freed. gli
 blocks (above its mmap threshold, a few MB) with fresh mmap'd pages and unmaps them on free, so the
 next step's tensor of the same size faults in and zeroes its pages again: ~2,500-3,000 page faults
 (10-13 ms of system time) per mini-model training step. ``keep_freed_memory()`` serves blocks up to
-64 MiB from the heap and keeps up to 32 MiB free at its top: 4.6x fewer faults, the step 1.09x and
+64 MiB from the heap and keeps up to 128 MiB free at its top: 4.6x fewer faults, the step 1.09x and
 the export's encoders 1.34x as fast in one run of ``fhvae-bench malloc`` (BENCHMARKS.md 3d). The
 peak resident size then varies by up to ~100 MB between identical runs (BENCHMARKS.md 2).
 """
@@ -21,7 +21,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters (malloc.h)
 # larger ones (the flat baseline's (batch x M) matrices) stay mmap'd and are returned on free, since
 # kept in the heap they double the peak resident size (BENCHMARKS.md 2).
 MMAP_THRESHOLD = 64 << 20
-TRIM_THRESHOLD = 32 << 20   # bytes of free memory at the top of the heap before it is given back
+# Bytes of free memory at the top of the heap before it is given back: twice the mmap threshold (glibc's
+# own rule when it adjusts the threshold itself). At 32 MiB a freed 32 MB tensor was trimmed and
+# faulted in again on the next step.
+TRIM_THRESHOLD = 128 << 20
 
 
 def keep_freed_memory():

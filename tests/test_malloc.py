@@ -37,7 +37,7 @@ def test_freed_tensors_are_reused_without_page_faults():
     plain, not_set = _faults(FHVAE_MALLOC_TUNE="0")
     assert (was_set, not_set) == ("True", "False")
     # untuned: every 32 MB tensor is a fresh mmap (8192 page faults here); tuned, most reuse the heap's pages
-    assert tuned < plain / 2, (tuned, plain)
+    assert tuned < 0.6 * plain, (tuned, plain)   # 0.26-0.42 of it in fresh clones here; 1.0 = no effect
 
 
 def test_user_settings_win(monkeypatch):
