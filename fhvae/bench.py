@@ -220,18 +220,28 @@ def _memory_worker(m, sampling, k, steps, batch):
     return {"rss_mb": _rss_mb(), "cache_rows": rows}
 
 
-def bench_memory(ms=(1000, 10000, 100000, 1000000), k=2000, steps=3, batch=256):
+def bench_memory(ms=(1000, 10000, 100000, 1000000), k=2000, steps=3, batch=256, repeats=3):
     """Peak RSS (MB) of training steps, flat (cache of M rows) vs hierarchical (K rows), vs M.
 
-    Each point runs in its own process. Features are excluded (see the loader benchmark): this
-    measures model, cache, optimizer state, gradients and the (batch x rows) discriminative matrix.
+    Each point runs in its own process, ``repeats`` times (rounds over all points, so the host's load
+    drifts evenly); the median per point is reported, with its min and max: freed memory that the
+    heap keeps (``fhvae/malloc.py``) moves one sample by up to ~100 MB. Features are excluded (see
+    the loader benchmark): this measures model, cache, optimizer state, gradients and the
+    (batch x rows) discriminative matrix.
     """
-    res = {"m": list(ms), "k": k, "hierarchical_rss_mb": [], "flat_rss_mb": []}
-    for m in ms:
-        for sampling, key in (("hierarchical", "hierarchical_rss_mb"), ("flat", "flat_rss_mb")):
-            out = subprocess.run([sys.executable, "-m", "fhvae.bench", "_memory", str(m), sampling, str(k),
-                                  str(steps), str(batch)], capture_output=True, text=True, check=True)
-            res[key].append(round(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"], 1))
+    keys = (("hierarchical", "hierarchical_rss_mb"), ("flat", "flat_rss_mb"))
+    samples = {key: [[] for _ in ms] for _, key in keys}
+    for _ in range(repeats):
+        for i, m in enumerate(ms):
+            for sampling, key in keys:
+                out = subprocess.run([sys.executable, "-m", "fhvae.bench", "_memory", str(m), sampling, str(k),
+                                      str(steps), str(batch)], capture_output=True, text=True, check=True)
+                samples[key][i].append(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"])
+    res = {"m": list(ms), "k": k, "repeats": repeats}
+    for _, key in keys:
+        res[key] = [round(float(np.median(v)), 1) for v in samples[key]]
+        res[key.replace("_rss_mb", "_min_mb")] = [round(min(v), 1) for v in samples[key]]
+        res[key.replace("_rss_mb", "_max_mb")] = [round(max(v), 1) for v in samples[key]]
     h = res["hierarchical_rss_mb"]
     res["hierarchical_growth"] = round(h[-1] / h[0] - 1, 4)
     res["flat_growth"] = round(res["flat_rss_mb"][-1] / res["flat_rss_mb"][0] - 1, 4)

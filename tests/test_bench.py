@@ -26,3 +26,12 @@ def test_malloc_compares_fresh_processes_with_the_tuning_off_and_on():
     for name in ("off", "on"):
         assert r[f"{name}_step_ms"] > 0 and r[f"{name}_encode_segments_per_s"] > 0 and r[f"{name}_faults_per_step"] >= 0
     assert r["step_speedup"] == pytest.approx(r["off_step_ms"] / r["on_step_ms"], rel=0.02)
+
+
+def test_memory_reports_the_median_of_fresh_processes_with_its_spread():
+    r = bench.bench_memory(ms=(50,), k=20, steps=1, batch=4, repeats=2)   # 4 processes
+    assert r["m"] == [50] and r["repeats"] == 2
+    for name in ("hierarchical", "flat"):
+        lo, mid, hi = r[f"{name}_min_mb"], r[f"{name}_rss_mb"], r[f"{name}_max_mb"]
+        assert len(mid) == 1 and 0 < lo[0] <= mid[0] <= hi[0]
+    assert r["hierarchical_growth"] == 0 and r["flat_growth"] == 0

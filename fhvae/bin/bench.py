@@ -18,7 +18,7 @@ EPILOG = """examples:
   ... --device cuda --json out.json"""
 
 QUICK = {"k": [10, 1000, 20000], "m": [1000, 100000], "iters": 3, "size_gb": 0.2, "blocks": 2,
-         "index_utts": 100000}
+         "index_utts": 100000, "repeats": 1}
 
 
 def _table(res):
@@ -56,6 +56,7 @@ def _main(argv):
     p.add_argument("--hidden", type=int, default=256,
                    help="throughput: LSTM cells of every encoder/decoder (256: the paper; 128: the mini recipe)")
     p.add_argument("--procs", type=int, default=2, help="procs: DDP processes (one thread each)")
+    p.add_argument("--repeats", type=int, default=3, help="memory: fresh processes per point (median reported)")
     args = p.parse_args(argv)
 
     import torch
@@ -74,7 +75,7 @@ def _main(argv):
         if w == "step-vs-k":
             r = bench.bench_step_vs_k(args.k, args.batch, args.iters, 2, args.device, args.dense)
         elif w == "memory":
-            r = bench.bench_memory(args.m, batch=args.batch)
+            r = bench.bench_memory(args.m, batch=args.batch, repeats=args.repeats)
         elif w == "throughput":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
             r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
