@@ -5,8 +5,8 @@ PyTorch has no caching allocator on CPU: every tensor is malloc'd and freed. gli
 blocks (above its mmap threshold, a few MB) with fresh mmap'd pages and unmaps them on free, so the
 next step's tensor of the same size faults in and zeroes its pages again: ~2,500-3,000 page faults
 (10-13 ms of system time) per mini-model training step. ``keep_freed_memory()`` serves blocks up to
-64 MiB from the heap and keeps up to 128 MiB free at its top: 4.6x fewer faults, the step 1.09x and
-the export's encoders 1.34x as fast in one run of ``fhvae-bench malloc`` (BENCHMARKS.md 3d). The
+64 MiB from the heap and keeps up to 128 MiB free at its top: 9.2x fewer faults, the step 1.03x and
+the export's encoders 1.35x as fast in one run of ``fhvae-bench malloc`` (BENCHMARKS.md 3d). The
 peak resident size then varies by up to ~100 MB between identical runs (BENCHMARKS.md 2).
 """
 import ctypes
