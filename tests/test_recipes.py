@@ -387,3 +387,22 @@ def test_failing_export_fails_the_stage_naming_its_log(tmp_path, jobs):
         assert "failed: see exp/none/log/export.train.log" in proc.stderr
         assert "failed: see exp/none/log/export.test.log" in proc.stderr
         assert os.path.getsize(os.path.join(recipe, "exp", "none", "log", "export.test.log")) > 0
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["--stop-stage", "8", "--svectors-only-sets", "train"],
+     "stage 8 trains the ASR (--asr-train-set) on the frame-level z1 of train, which --svectors-only-sets"),
+    (["--stop-stage", "8", "--asr-train-set", "train_clean"],
+     "stage 8 trains the ASR (--asr-train-set) on the frame-level z1 of train_clean, which is not in --sets"),
+    (["--stop-stage", "7", "--svectors-only-sets", "train test"],
+     "stage 7 plots and scores ABX on the frame-level z1 of test, which --svectors-only-sets"),
+])
+def test_stages_that_read_z1_of_an_svectors_only_set_fail_before_training(tmp_path, opts, message):
+    """e.g. the TIMIT recipe (train exported as s-vectors only) run with --stop-stage 8: the error comes
+    at the start, not after stages 2-7."""
+    recipe = recipe_copy(str(tmp_path), "mini")
+    env = ["env", f"PATH={os.path.join(REPO, 'tools', 'venv', 'bin')}:{os.environ['PATH']}"]
+    proc = run(env + ["utils/run_stages.sh", "--stage", "2", "--exp", "exp/none", "--sets", "train dev test",
+                      *opts], cwd=recipe, check=False)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert not os.path.exists(os.path.join(recipe, "exp", "make_fbank")), "a stage ran before the check"

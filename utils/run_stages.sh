@@ -39,6 +39,19 @@ help_message="Usage: $0 [--stage N] [--stop-stage M] [--exp DIR] [--sets 'train 
 
 log_stage() { echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: stage $1: $2"; }
 run() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# stages 7 and 8 read frame-level z1 (of test, of the ASR's training set): fail now, not after training
+needs_frames() {  # STAGE SET WHY
+  if [[ " $sets " != *" $2 "* ]]; then
+    echo "$0: stage $1 $3 $2, which is not in --sets '$sets'" >&2; exit 1
+  fi
+  if [[ " $svectors_only_sets " == *" $2 "* ]]; then
+    echo "$0: stage $1 $3 $2, which --svectors-only-sets '$svectors_only_sets' exports as s-vectors" \
+      "only (no z1.scp); drop it from that list, or pass --stop-stage $(( $1 - 1 ))" >&2; exit 1
+  fi
+}
+if run 7; then needs_frames 7 test "plots and scores ABX on the frame-level z1 of"; fi
+if run 8; then needs_frames 8 "$asr_train_set" "trains the ASR (--asr-train-set) on the frame-level z1 of"; fi
 pc_opts=()
 [ -n "$phone_classes" ] && pc_opts=(--phone-classes "$phone_classes")
 
