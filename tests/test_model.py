@@ -174,6 +174,38 @@ def test_fused_step_kernels_match_pytorch_ops(const, strided, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_kernels_split_the_batch_over_threads(threads, monkeypatch):
+    """With several threads the C kernels run the batch in chunks of 16-column multiples, one per
+    thread (40 columns on 2 threads: 32 + 8; on 3: 16 + 16 + 8): same outputs and gradients as the
+    PyTorch formulation, for training and for the inference path (no saved buffers), and the
+    caller's thread count is left as it was."""
+    from fhvae.models import cpu_kernels
+    from fhvae.models.fhvae import _lstm_layer_forward
+    assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(2)
+        H, T, B = 24, 5, 40
+        for shape in ((4 * H, T, B), (4 * H, B)):
+            gx = (2 * torch.randn(*shape, generator=g)).requires_grad_()
+            w = (0.3 * torch.randn(4 * H, H, generator=g)).requires_grad_()
+            dh = torch.randn(H, T, B, generator=g)
+            results = []
+            for fused in (True, False):
+                with cpu_kernels.use(fused):
+                    h = _LSTMLayer.apply(gx, w, T)
+                    with torch.no_grad():
+                        h_inf = _lstm_layer_forward(gx, w, T, save=False)[0]
+                    results.append((h.detach(), h_inf, *torch.autograd.grad(h, (gx, w), dh)))
+            for a, b in zip(*results):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_initialization_is_the_2017_codes():
     torch.manual_seed(0)
     m = FHVAE(ModelConfig(feat_dim=40, z1_hidden=64, z2_hidden=32, dec_hidden=48))
@@ -201,3 +233,22 @@ def test_no_compiler_falls_back_with_a_warning(tmp_path, monkeypatch, caplog):
     fast, plain = _pair(torch.float32)  # the model still runs, on the PyTorch ops
     x = torch.randn(2, 6, 5)
     torch.testing.assert_close(fast(x, sample=False)["x_mu"], plain(x, sample=False)["x_mu"], rtol=1e-5, atol=1e-5)
+
+
+def test_no_blas_sgemm_falls_back_with_a_warning(monkeypatch, caplog):
+    """The C kernels call the sgemm_ of PyTorch's own library; without one, the PyTorch ops."""
+    from fhvae.models import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "_tried", False)
+    monkeypatch.setattr(cpu_kernels, "_lib", None)
+    monkeypatch.setattr(cpu_kernels, "_blas", lambda: (None, None))
+    assert cpu_kernels.kernels() is None
+    assert "sgemm_" in caplog.text and "PyTorch" in caplog.text
+
+
+def test_blas_comes_from_pytorchs_library():
+    """sgemm_ and, in the x86 wheels (MKL), the per-thread thread count the batch split needs."""
+    from fhvae.models import cpu_kernels
+    sgemm, threads = cpu_kernels._blas()
+    assert sgemm is not None
+    if "mkl" in torch.__config__.show().lower():
+        assert threads is not None

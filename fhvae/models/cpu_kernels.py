@@ -1,9 +1,12 @@
-"""The fused LSTM time-step kernels of ``lstm_kernels.c``, compiled on first use and loaded with ctypes.
+"""The LSTM layer kernels of ``lstm_kernels.c``, compiled on first use and loaded with ctypes.
 
 The C file is built with the machine's C compiler (``$CC``, else ``cc``) for the machine it runs on
 (``-O3 -march=native``) into ``$FHVAE_CACHE`` (default ``~/.cache/fhvae``), once per source, compiler
-and CPU. Without a compiler, or with ``FHVAE_FUSED_LSTM=0``, ``kernels()`` returns None and the
-model uses its PyTorch formulation of the same math (same results to float32 rounding).
+and CPU. Its matrix products call the BLAS ``sgemm_`` that PyTorch's own library exports (MKL in the
+x86 wheels), and split the batch over threads where ``mkl_set_num_threads_local`` lets each thread
+run a one-thread sgemm. Without a compiler or an ``sgemm_``, or with ``FHVAE_FUSED_LSTM=0``,
+``kernels()`` returns None and the model uses its PyTorch formulation of the same math (same results
+to float32 rounding).
 """
 import contextlib
 import ctypes
@@ -16,6 +19,8 @@ import subprocess
 import tempfile
 
 log = logging.getLogger(__name__)
+
+import torch
 
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_kernels.c")
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-ffast-math", "-fPIC", "-shared"]
@@ -35,12 +40,18 @@ def _cpu_id():
 
 
 def _build(cc, out):
-    """Compile _SRC into the shared library ``out`` (atomically: a temp file, then rename)."""
+    """Compile _SRC into the shared library ``out`` (atomically: a temp file, then rename), with
+    OpenMP (-fopenmp) if the compiler has it, else without (the batch chunks then run one after
+    another)."""
     os.makedirs(os.path.dirname(out), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(out))
     os.close(fd)
     try:
-        subprocess.run([cc, *_FLAGS, _SRC, "-o", tmp, "-lm"], check=True, capture_output=True, text=True)
+        try:
+            subprocess.run([cc, *_FLAGS, "-fopenmp", _SRC, "-o", tmp, "-lm"], check=True, capture_output=True,
+                           text=True)
+        except subprocess.CalledProcessError:
+            subprocess.run([cc, *_FLAGS, _SRC, "-o", tmp, "-lm"], check=True, capture_output=True, text=True)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -58,8 +69,22 @@ def use(on):
         enabled = old
 
 
+def _blas():
+    """(sgemm_, mkl_set_num_threads_local or None) from the library PyTorch runs its products with."""
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", None):
+        try:
+            lib = ctypes.CDLL(os.path.join(libdir, name) if name else None)
+            sgemm = lib.sgemm_
+        except (OSError, AttributeError):
+            continue
+        threads = getattr(lib, "MKL_Set_Num_Threads_Local", None)  # the C API (lowercase: Fortran)
+        return sgemm, threads
+    return None, None
+
+
 def kernels():
-    """The loaded library (functions lstm_forward_step, lstm_backward_step), or None."""
+    """The loaded library (functions lstm_layer_forward, lstm_layer_backward), or None."""
     global _lib, _tried
     if not enabled:
         return None
@@ -67,6 +92,10 @@ def kernels():
         return _lib
     _tried = True
     if os.environ.get("FHVAE_FUSED_LSTM", "1") == "0":
+        return None
+    sgemm, threads = _blas()
+    if sgemm is None:
+        log.warning("PyTorch's library exports no BLAS sgemm_: using the slower PyTorch LSTM element-wise ops")
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -91,9 +120,11 @@ def kernels():
                     _SRC, error.splitlines()[-1] if error else "unknown error")
         return None
     p, n, i = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
-    lib.lstm_forward_step.argtypes = [p, p, p, p, p, n, i, i]
-    lib.lstm_forward_step.restype = None
-    lib.lstm_backward_step.argtypes = [p, p, p, p, p, p, n, i, i]
-    lib.lstm_backward_step.restype = None
+    lib.lstm_init.argtypes = [p, p]
+    lib.lstm_init(ctypes.cast(sgemm, p), ctypes.cast(threads, p) if threads is not None else None)
+    lib.lstm_layer_forward.argtypes = [p, n, n, p, p, p, p, p, i, i, i, i, i]
+    lib.lstm_layer_forward.restype = None
+    lib.lstm_layer_backward.argtypes = [p, p, p, p, p, n, n, p, p, p, i, i, i, i]
+    lib.lstm_layer_backward.restype = None
     _lib = lib
     return lib

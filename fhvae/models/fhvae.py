@@ -19,10 +19,12 @@ the same outputs and gradients:
   the per-step matrix products have the shape CPU BLAS runs fastest; computes the input projection
   of inputs that are constant over time (the decoder input, the z2 part of the z1 encoder input)
   once per sequence instead of T times; and has a hand-written backward pass that forms the weight
-  gradients with one large matrix product per layer instead of T small ones. A step's element-wise
-  math is one compiled loop (``lstm_kernels.c`` via ``cpu_kernels``; PyTorch ops on one thread,
-  see ``_one_thread``, where no C compiler is available). It is tuned for machines with few cores; on a
-  many-core CPU ``plain=True`` (oneDNN's fused LSTM) may be faster.
+  gradients with one large matrix product per layer instead of T small ones. A layer's whole time
+  loop, forward and backward, runs in C (``lstm_kernels.c`` via ``cpu_kernels``: per step one sgemm
+  and one fused element-wise pass, the batch split over the threads); PyTorch ops (element-wise math
+  on one thread, see ``_one_thread``) where no C compiler or BLAS sgemm is available. It is tuned
+  for machines with few cores; ``plain=True`` (oneDNN's fused LSTM) may be faster on other CPUs
+  (BENCHMARKS.md, section 3).
 """
 import contextlib
 from dataclasses import dataclass
@@ -315,7 +317,14 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
     c = gx.new_zeros(n + 1, hid, batch)
     tanh_c = gx.new_empty(n, hid, batch)
     h = gx.new_empty(hid, steps, batch)
-    lib = _fused(gx)  # the buffers above are contiguous, of gx's dtype
+    lib = _fused(gx)
+    if lib is not None:  # the whole time loop in C (lstm_kernels.c)
+        gx = gx if gx.stride(-1) == 1 else gx.contiguous()
+        w_hh = w_hh.detach().contiguous()
+        lib.lstm_layer_forward(gx.data_ptr(), gx.stride(0), 0 if gx.dim() == 2 else gx.stride(1), w_hh.data_ptr(),
+                               h.data_ptr(), acts.data_ptr(), c.data_ptr(), tanh_c.data_ptr(), int(save), steps,
+                               hid, batch, torch.get_num_threads())
+        return h, (acts, c, tanh_c)
     for t in range(steps):
         k, prev, new = (t, t, t + 1) if save else (0, t % 2, (t + 1) % 2)
         a = acts[k]
@@ -324,10 +333,6 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
             a.copy_(gx_t)
         else:
             torch.addmm(gx_t, w_hh, h[:, t - 1], out=a)
-        if lib is not None:  # one pass: activations, c_t, tanh(c_t), h_t
-            lib.lstm_forward_step(a.data_ptr(), c[prev].data_ptr(), c[new].data_ptr(), tanh_c[k].data_ptr(),
-                                  h[:, t].data_ptr(), steps * batch, hid, batch)
-            continue
         with _one_thread():
             i, f, g, o = a.chunk(4)
             # tanh(x) = 2 sigmoid(2x) - 1: cheaper here than torch.tanh, and one sigmoid covers all gates
@@ -338,6 +343,45 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
             torch.mul(c[new], 2, out=tanh_c[k]).sigmoid_().mul_(2).sub_(1)
             torch.mul(o, tanh_c[k], out=h[:, t])
     return h, (acts, c, tanh_c)
+
+
+def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
+    """d loss / d gate pre-activations (4H, T, B) of one layer, from its saved forward buffers
+    (see _lstm_layer_forward) and dh_out (H, T, B) = d loss / d h."""
+    steps, four_hid, batch = acts.shape
+    hid = four_hid // 4
+    d_pre = acts.new_empty(four_hid, steps, batch)
+    dh = acts.new_empty(hid, batch)
+    dc = acts.new_zeros(hid, batch)  # d loss / d c_t, carried back through the forget gate
+    lib = _fused(acts)
+    if lib is not None:  # the whole time loop in C (lstm_kernels.c)
+        dh_out = dh_out if dh_out.stride(-1) == 1 else dh_out.contiguous()
+        w_hh = w_hh.contiguous()
+        lib.lstm_layer_backward(w_hh.data_ptr(), acts.data_ptr(), c.data_ptr(), tanh_c.data_ptr(), dh_out.data_ptr(),
+                                dh_out.stride(0), dh_out.stride(1), d_pre.data_ptr(), dh.data_ptr(), dc.data_ptr(),
+                                steps, hid, batch, torch.get_num_threads())
+        return d_pre
+    w_hh_t, tmp = w_hh.t().contiguous(), acts.new_empty(hid, batch)
+    for t in reversed(range(steps)):
+        if t == steps - 1:
+            dh.copy_(dh_out[:, t])
+        else:
+            torch.addmm(dh_out[:, t], w_hh_t, d_pre[:, t + 1], out=dh)
+        with _one_thread():
+            a, d = acts[t], d_pre[:, t]
+            i, f, g, o = a.chunk(4)
+            di, df, dg, do = d.chunk(4)
+            # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + i * g
+            dc.add_(_tanh_backward(torch.mul(dh, o, out=tmp), tanh_c[t], grad_input=tmp))
+            torch.mul(dh, tanh_c[t], out=do)
+            torch.mul(dc, g, out=di)
+            torch.mul(dc, c[t], out=df)
+            torch.mul(dc, i, out=dg)
+            _sigmoid_backward(d[:2 * hid], a[:2 * hid], grad_input=d[:2 * hid])
+            _tanh_backward(dg, g, grad_input=dg)
+            _sigmoid_backward(do, o, grad_input=do)
+            dc.mul_(f)
+    return d_pre
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -353,36 +397,8 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh_out):
         w_hh, h, acts, c, tanh_c = ctx.saved_tensors
-        steps, four_hid, batch = acts.shape
-        hid = four_hid // 4
-        w_hh_t = w_hh.t().contiguous()
-        d_pre = acts.new_empty(four_hid, steps, batch)  # d loss / d gate pre-activations
-        dh, tmp = acts.new_empty(hid, batch), acts.new_empty(hid, batch)
-        dc = acts.new_zeros(hid, batch)  # d loss / d c_t, carried back through the forget gate
-        lib = _fused(acts)
-        for t in reversed(range(steps)):
-            if t == steps - 1:
-                dh.copy_(dh_out[:, t])
-            else:
-                torch.addmm(dh_out[:, t], w_hh_t, d_pre[:, t + 1], out=dh)
-            if lib is not None:  # one pass: d_pre[:, t] and dc <- d loss / d c_{t-1}
-                lib.lstm_backward_step(acts[t].data_ptr(), c[t].data_ptr(), tanh_c[t].data_ptr(), dh.data_ptr(),
-                                       dc.data_ptr(), d_pre[:, t].data_ptr(), steps * batch, hid, batch)
-                continue
-            with _one_thread():
-                a, d = acts[t], d_pre[:, t]
-                i, f, g, o = a.chunk(4)
-                di, df, dg, do = d.chunk(4)
-                # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + i * g
-                dc.add_(_tanh_backward(torch.mul(dh, o, out=tmp), tanh_c[t], grad_input=tmp))
-                torch.mul(dh, tanh_c[t], out=do)
-                torch.mul(dc, g, out=di)
-                torch.mul(dc, c[t], out=df)
-                torch.mul(dc, i, out=dg)
-                _sigmoid_backward(d[:2 * hid], a[:2 * hid], grad_input=d[:2 * hid])
-                _tanh_backward(dg, g, grad_input=dg)
-                _sigmoid_backward(do, o, grad_input=do)
-                dc.mul_(f)
+        d_pre = _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out)
+        four_hid, hid = w_hh.shape
         # sum_t d_pre_t h_{t-1}^T over t >= 1 (h_{-1} = 0) as one matrix product
         dw_hh = d_pre[:, 1:].reshape(four_hid, -1) @ h[:, :-1].reshape(hid, -1).t()
         dgx = d_pre.sum(1) if ctx.const_input else d_pre
