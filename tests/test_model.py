@@ -252,3 +252,14 @@ def test_blas_comes_from_pytorchs_library():
     assert sgemm is not None
     if "mkl" in torch.__config__.show().lower():
         assert threads is not None
+
+
+def test_loading_the_kernels_leaves_denormals_alone():
+    """The kernel library must not switch on flush-to-zero / denormals-are-zero for the process
+    (what -ffast-math's crtfastmath.o does when it is linked into a shared library)."""
+    import numpy as np
+    from fhvae.models import cpu_kernels
+    assert cpu_kernels.kernels() is not None
+    tiny = np.array([5e-324])  # the smallest denormal double
+    assert (tiny * 1.0)[0] != 0.0
+    assert float(torch.tensor([1e-40]) * 1.0) != 0.0  # a float32 denormal

@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 import torch
 
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_kernels.c")
-_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-ffast-math", "-fPIC", "-shared"]
+# Not -ffast-math: with it gcc < 13 links crtfastmath.o into shared libraries too, whose constructor
+# sets flush-to-zero / denormals-are-zero for the thread that loads the library (and the threads it
+# starts later), so that every float computation there, numpy's and PyTorch's included, would
+# depend on whether the kernels had been loaded. These two are all the loops need to vectorize.
+_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno", "-fno-trapping-math", "-fPIC",
+          "-shared"]
 _lib = None
 _tried = False
 enabled = True  # see use()
