@@ -149,6 +149,31 @@ def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=
             "bound_segments_per_s": round(batch * g * 1e9 / flops, 1)}
 
 
+def bench_layer(hidden=128, batch=128, seg_len=20, iters=30, warmup=3):
+    """One LSTM layer (gate pre-activations given), forward with the saved buffers and backward to
+    the gate pre-activations, ms (medians): the C kernels with the batch split over the torch
+    threads, the same in one chunk (its sgemm on all threads), and the PyTorch ops."""
+    from fhvae.models import fhvae as fm
+    g = torch.Generator().manual_seed(0)
+    gx = torch.randn(4 * hidden, seg_len, batch, generator=g)
+    w = 0.1 * torch.randn(4 * hidden, hidden, generator=g)
+    dh = torch.randn(hidden, seg_len, batch, generator=g)
+    res = {"hidden": hidden, "batch": batch, "seg_len": seg_len, "threads": torch.get_num_threads(),
+           "fused_kernels": cpu_kernels.kernels() is not None}
+    for name, fused, chunks in (("split", True, 0), ("one_chunk", True, 1), ("pytorch_ops", False, 0)):
+        with cpu_kernels.use(fused), cpu_kernels.split(chunks):
+            _, saved = fm._lstm_layer_forward(gx, w, seg_len, save=True)
+            fwd, bwd = _time_interleaved([lambda: fm._lstm_layer_forward(gx, w, seg_len, save=True),
+                                          lambda: fm._lstm_layer_backward(w, *saved, dh)], iters, warmup,
+                                         torch.device("cpu"))
+        res[f"{name}_forward_ms"], res[f"{name}_backward_ms"] = round(1000 * fwd, 3), round(1000 * bwd, 3)
+    res["split_over_one_chunk"] = round((res["one_chunk_forward_ms"] + res["one_chunk_backward_ms"])
+                                        / (res["split_forward_ms"] + res["split_backward_ms"]), 3)
+    res["split_over_pytorch_ops"] = round((res["pytorch_ops_forward_ms"] + res["pytorch_ops_backward_ms"])
+                                          / (res["split_forward_ms"] + res["split_backward_ms"]), 3)
+    return res
+
+
 def _procs_worker(rank, procs, port, cfg, batch, iters, warmup, out):
     """One rank of bench_procs: a 1-thread DDP step on batch segments; rank 0 writes the median (s)."""
     import torch.distributed as dist

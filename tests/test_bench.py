@@ -1,5 +1,6 @@
 """Benchmarks run (tiny sizes) and report consistent figures; timings themselves are not asserted."""
 import pytest
+import torch
 
 from fhvae import bench
 from fhvae.models.fhvae import ModelConfig
@@ -35,3 +36,20 @@ def test_memory_reports_the_median_of_fresh_processes_with_its_spread():
         lo, mid, hi = r[f"{name}_min_mb"], r[f"{name}_rss_mb"], r[f"{name}_max_mb"]
         assert len(mid) == 1 and 0 < lo[0] <= mid[0] <= hi[0]
     assert r["hierarchical_growth"] == 0 and r["flat_growth"] == 0
+
+
+def test_layer_times_the_split_one_chunk_and_pytorch_ops():
+    from fhvae.models import cpu_kernels
+    r = bench.bench_layer(hidden=16, batch=40, seg_len=4, iters=3, warmup=1)
+    for name in ("split", "one_chunk", "pytorch_ops"):
+        assert r[f"{name}_forward_ms"] > 0 and r[f"{name}_backward_ms"] > 0
+    assert r["fused_kernels"] and r["split_over_one_chunk"] > 0 and r["split_over_pytorch_ops"] > 0
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert cpu_kernels.chunks() == 2
+        with cpu_kernels.split(1):
+            assert cpu_kernels.chunks() == 1
+        assert cpu_kernels.chunks() == 2
+    finally:
+        torch.set_num_threads(old)

@@ -10,6 +10,7 @@ EPILOG = """examples:
   fhvae-bench memory --m 1000 10000 100000 1000000
   fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
+  fhvae-bench layer --hidden 128 --batch 128 # one LSTM layer: C kernels split / one chunk vs PyTorch ops
   fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
@@ -38,7 +39,7 @@ def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "procs", "malloc",
-                                      "all"])
+                                      "layer", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
@@ -54,7 +55,8 @@ def _main(argv):
     p.add_argument("--index-utts", type=int, default=10_000_000, help="index: utterances")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--hidden", type=int, default=256,
-                   help="throughput: LSTM cells of every encoder/decoder (256: the paper; 128: the mini recipe)")
+                   help="throughput, layer, procs, malloc: LSTM cells of every encoder/decoder (256: the paper; "
+                        "128: the mini recipe)")
     p.add_argument("--procs", type=int, default=2, help="procs: DDP processes (one thread each)")
     p.add_argument("--repeats", type=int, default=3, help="memory: fresh processes per point (median reported)")
     args = p.parse_args(argv)
@@ -82,6 +84,8 @@ def _main(argv):
         elif w == "procs":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
             r = bench.bench_procs(args.batch, args.procs, args.iters, cfg=cfg)
+        elif w == "layer":
+            r = bench.bench_layer(args.hidden, args.batch, iters=max(args.iters, 5))
         elif w == "malloc":
             r = bench.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
         elif w == "loader":

@@ -32,6 +32,7 @@ _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno"
 _lib = None
 _tried = False
 enabled = True  # see use()
+max_chunks = 0  # batch chunks (threads) per LSTM layer; 0: torch.get_num_threads(). See chunks()
 
 
 def _cpu_id():
@@ -86,6 +87,23 @@ def _blas():
         threads = getattr(lib, "MKL_Set_Num_Threads_Local", None)  # the C API (lowercase: Fortran)
         return sgemm, threads
     return None, None
+
+
+def chunks():
+    """How many batch chunks (threads, each with a one-thread sgemm) the layer kernels split into."""
+    return max_chunks or torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def split(n):
+    """Within the block, the layer kernels use at most n batch chunks (1: one chunk whose sgemm
+    uses all of PyTorch's threads, the way the kernels ran before the split; benchmarks)."""
+    global max_chunks
+    old, max_chunks = max_chunks, int(n)
+    try:
+        yield
+    finally:
+        max_chunks = old
 
 
 def kernels():

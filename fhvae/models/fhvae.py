@@ -323,7 +323,7 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
         w_hh = w_hh.detach().contiguous()
         lib.lstm_layer_forward(gx.data_ptr(), gx.stride(0), 0 if gx.dim() == 2 else gx.stride(1), w_hh.data_ptr(),
                                h.data_ptr(), acts.data_ptr(), c.data_ptr(), tanh_c.data_ptr(), int(save), steps,
-                               hid, batch, torch.get_num_threads())
+                               hid, batch, cpu_kernels.chunks())
         return h, (acts, c, tanh_c)
     for t in range(steps):
         k, prev, new = (t, t, t + 1) if save else (0, t % 2, (t + 1) % 2)
@@ -359,7 +359,7 @@ def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
         w_hh = w_hh.contiguous()
         lib.lstm_layer_backward(w_hh.data_ptr(), acts.data_ptr(), c.data_ptr(), tanh_c.data_ptr(), dh_out.data_ptr(),
                                 dh_out.stride(0), dh_out.stride(1), d_pre.data_ptr(), dh.data_ptr(), dc.data_ptr(),
-                                steps, hid, batch, torch.get_num_threads())
+                                steps, hid, batch, cpu_kernels.chunks())
         return d_pre
     w_hh_t, tmp = w_hh.t().contiguous(), acts.new_empty(hid, batch)
     for t in reversed(range(steps)):
