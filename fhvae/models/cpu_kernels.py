@@ -3,8 +3,8 @@
 The C file is built with the machine's C compiler (``$CC``, else ``cc``) for the machine it runs on
 (``-O3 -march=native``) into ``$FHVAE_CACHE`` (default ``~/.cache/fhvae``), once per source, compiler
 and CPU. Its matrix products call the BLAS ``sgemm_`` that PyTorch's own library exports (MKL in the
-x86 wheels), and split the batch over threads where ``mkl_set_num_threads_local`` lets each thread
-run a one-thread sgemm. Without a compiler or an ``sgemm_``, or with ``FHVAE_FUSED_LSTM=0``,
+x86 wheels), and split the batch over threads where MKL's ``mkl_set_num_threads_local`` lets each
+thread run a one-thread sgemm. Without a compiler or an ``sgemm_``, or with ``FHVAE_FUSED_LSTM=0``,
 ``kernels()`` returns None and the model uses its PyTorch formulation of the same math (same results
 to float32 rounding).
 """
@@ -18,9 +18,9 @@ import shutil
 import subprocess
 import tempfile
 
-log = logging.getLogger(__name__)
-
 import torch
+
+log = logging.getLogger(__name__)
 
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_kernels.c")
 # Not -ffast-math: with it gcc < 13 links crtfastmath.o into shared libraries too, whose constructor

@@ -28,7 +28,8 @@ typedef int (*threads_fn)(int);
 static sgemm_fn sgemm_f;
 static threads_fn local_threads_f;
 
-/* sgemm: BLAS sgemm_; local_threads: MKL_Set_Num_Threads_Local (mkl_set_num_threads_local of mkl.h) or NULL (then no batch split). */
+/* sgemm: BLAS sgemm_; local_threads: MKL_Set_Num_Threads_Local (mkl.h's mkl_set_num_threads_local)
+ * or NULL (then no batch split). */
 void lstm_init(void *sgemm, void *local_threads) {
     sgemm_f = (sgemm_fn)sgemm;
     local_threads_f = (threads_fn)local_threads;
