@@ -369,7 +369,16 @@ def synth_utterance(job):
     libespeak-ng keeps state between syntheses (its output for a text depends on what it
     synthesized before, and its noise sources use the C library's rand()), so every utterance runs
     in a fresh process (maxtasksperchild=1) with rand() seeded from (seed, speaker, utterance): no
-    utterance depends on another, on --nj or on scheduling.
+    utterance depends on another, on --nj or on scheduling. (Checked with espeak-ng 1.51: of the
+    corpus's voices only the breathy variants +f2, +f3, +f5 read rand() -- the same text in +m1..m7, +f1, +f4 gives
+    the same samples for any rand() state; espeak_Initialize and espeak_SetVoiceByName call no rand()
+    and synchronous synthesis no gettimeofday(). So a corpus whose +f2 speakers alone differ between
+    two runs, as in the one unexplained fresh-clone failure, had its rand() stream perturbed. In that
+    failure (per-speaker workers then) the one +f2 speaker that differed was the only one whose
+    worker was forked from the main thread in one run (--nj 2: one of the first two workers) and from
+    the pool's worker-handler thread in the other (--nj 1): an unconfirmed lead; forking from either
+    thread gives the same audio on the machines tried, and the "forkserver" start method, which
+    would make every worker the same way, took 64 s against 33 s for the full corpus (one run each).)
     """
     spk, (utt, set_name, cond), seed, wav_dir, known_phones = job
     k = int(utt.rsplit("-u", 1)[1])
