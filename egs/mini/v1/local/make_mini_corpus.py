@@ -509,8 +509,12 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
 
     speakers = make_speakers(seed, num_train_spk, num_test_spk)
     wav_dir = os.path.join(corpus_dir, "wav")
-    jobs = [(s, u, seed, wav_dir, known_phones) for s in speakers
-            for u in utterance_plan(s, seed, utts_per_spk, num_dev_utts)]
+    # round robin over the speakers: the first --nj utterances (the only ones whose workers are forked
+    # from the main thread, see synth_utterance) come from as many speakers, so a run with another
+    # --nj (tests/test_mini_corpus.py) changes the fork origin of some breathy (+f2) speaker's audio too
+    plans = [[(s, u, seed, wav_dir, known_phones) for u in utterance_plan(s, seed, utts_per_spk, num_dev_utts)]
+             for s in speakers]
+    jobs = [job for row in itertools.zip_longest(*plans) for job in row if job is not None]
     n_utts = len(jobs)
     nj = max(1, min(nj, len(jobs)))
     log.info("synthesizing %d utterances of %d speakers (%d train, %d test) with %d jobs into %s",
