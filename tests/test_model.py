@@ -175,7 +175,7 @@ def test_fused_step_kernels_match_pytorch_ops(const, strided, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_fused_kernels_split_the_batch_over_threads(threads, monkeypatch):
+def test_fused_kernels_split_the_batch_over_threads(threads):
     """With several threads the C kernels run the batch in chunks of 16-column multiples, one per
     thread (40 columns on 2 threads: 32 + 8; on 3: 16 + 16 + 8): same outputs and gradients as the
     PyTorch formulation, for training and for the inference path (no saved buffers), and the

@@ -314,7 +314,8 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
     hid, batch = w_hh.shape[1], gx.shape[-1]
     n = steps if save else 1
     acts = gx.new_empty(n, 4 * hid, batch)
-    c = gx.new_zeros(n + 1, hid, batch)
+    c = gx.new_empty(n + 1, hid, batch)
+    c[0].zero_()  # c_{-1} = 0; every other slot is written before it is read
     tanh_c = gx.new_empty(n, hid, batch)
     h = gx.new_empty(hid, steps, batch)
     lib = _fused(gx)

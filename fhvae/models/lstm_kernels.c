@@ -171,13 +171,17 @@ static void backward_chunk(const chunk_t *k) {
 }
 
 static void run_chunk(const chunk_t *k) {
-    int old = local_threads_f ? local_threads_f(1) : 0;  /* one-thread sgemm in this thread */
     if (k->backward)
         backward_chunk(k);
     else
         forward_chunk(k);
-    if (local_threads_f)
-        local_threads_f(old);
+}
+
+/* run_chunk with a one-thread sgemm in this thread (a thread of the team, one chunk each) */
+static void run_chunk_alone(const chunk_t *k) {
+    int old = local_threads_f(1);
+    run_chunk(k);
+    local_threads_f(old);
 }
 
 /* Split the batch into chunks of 16-column multiples, one per thread (up to nthreads), run by an
@@ -199,15 +203,12 @@ static void run_chunks(chunk_t proto, int nthreads) {
         ks[m].nb = B - b0 < per ? B - b0 : per;
     }
     if (m == 1) {  /* the calling thread with its BLAS threads, as usual */
-        if (proto.backward)
-            backward_chunk(&ks[0]);
-        else
-            forward_chunk(&ks[0]);
+        run_chunk(&ks[0]);
         return;
     }
 #pragma omp parallel for num_threads(m) schedule(static, 1)
     for (int i = 0; i < m; i++)
-        run_chunk(&ks[i]);
+        run_chunk_alone(&ks[i]);
 }
 
 /* Forward of one layer. gx: gate pre-activations, element (r, t, b) at gx[r * gx_rs + t * gx_ts + b]

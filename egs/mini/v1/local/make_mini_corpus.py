@@ -378,7 +378,8 @@ def synth_utterance(job):
     worker was forked from the main thread in one run (--nj 2: one of the first two workers) and from
     the pool's worker-handler thread in the other (--nj 1): an unconfirmed lead; forking from either
     thread gives the same audio on the machines tried, and the "forkserver" start method, which
-    would make every worker the same way, took 64 s against 33 s for the full corpus (one run each).)
+    would make every worker the same way, took 64 s against 33 s for the full corpus
+    (`time local/data.sh --nj 4 <corpus> <data>`, one run each).)
     """
     spk, (utt, set_name, cond), seed, wav_dir, known_phones = job
     k = int(utt.rsplit("-u", 1)[1])
