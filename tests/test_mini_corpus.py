@@ -1,11 +1,11 @@
 """Mini corpus recipe (egs/mini/v1/local/data.sh): a tiny corpus, checked file by file."""
 import hashlib
 import importlib.util
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import wave
 
 import numpy as np
@@ -271,9 +271,8 @@ def test_an_utterance_alone_is_the_same_as_in_the_corpus(corpus, tmp_path):
     plan = mmc.utterance_plan(spk, 1, 4, 2)
     known = mmc.read_phone_classes(os.path.join(LOCAL, "phone_classes.txt"))
     jobs = [(spk, u, 1, str(tmp_path / "wav"), known) for u in reversed(plan[-3:])]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        recs = pool.map(mmc.synth_utterance, jobs)
+    recs = list(mmc.fork_each(mmc.synth_utterance, jobs, 1))
+    assert sorted(r["utt"] for r in recs) == sorted(u[0] for u in plan[-3:])
     for rec in recs:
         with open(rec["wav"], "rb") as a, open(root / "corpus" / "wav" / spk.spk / f"{rec['utt']}.wav", "rb") as b:
             assert a.read() == b.read(), rec["utt"]
@@ -300,3 +299,35 @@ def test_speakers_are_distinct_and_reproducible():
     assert all(0.85 <= s.vtl <= 1.15 for s in a)
     assert len({(s.pitch, s.rate, s.vtl_up) for s in a}) == len(a)
     assert [s.spk for s in a] == sorted(s.spk for s in a)
+
+
+def _job_pid(job):
+    if job == "fail":
+        raise FhvaeError("job says no")
+    if job == "die":
+        os._exit(3)
+    return job, os.getpid()
+
+
+def test_fork_each_forks_every_job_from_the_main_thread(monkeypatch):
+    """The lead of the one unexplained corpus difference was a worker forked from a pool's handler
+    thread in one run and from the main thread in the other: fork_each forks all from the caller."""
+    forks = []
+    real_fork = os.fork
+
+    def fork():
+        forks.append(threading.current_thread() is threading.main_thread())
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    out = list(mmc.fork_each(_job_pid, list(range(7)), 2))
+    assert sorted(j for j, _ in out) == list(range(7))
+    assert len({pid for _, pid in out}) == 7 and os.getpid() not in {pid for _, pid in out}  # fresh processes
+    assert forks == [True] * 7
+
+
+def test_fork_each_reports_a_failed_or_dead_job():
+    with pytest.raises(FhvaeError, match="job says no"):
+        list(mmc.fork_each(_job_pid, [1, "fail", 2, 3], 2))
+    with pytest.raises(FhvaeError, match="exited with code 3 without a result for job 'die'"):
+        list(mmc.fork_each(_job_pid, [1, "die", 2], 1))

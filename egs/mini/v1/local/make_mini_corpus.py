@@ -41,6 +41,7 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import sys
@@ -363,23 +364,76 @@ def make_utterance(tts, spk, utt, cond, seed, known_phones):
     return audio, words, phones
 
 
+def _forked_child(fn, job, conn):
+    """Body of a fork_each worker: sends (True, fn(job)) or (False, the exception) and exits."""
+    try:
+        result = (True, fn(job))
+    except BaseException as e:  # noqa: BLE001 -- reported to, and raised in, the parent
+        result = (False, e)
+    try:
+        conn.send(result)
+    except Exception as e:  # an unpicklable exception: send its text
+        conn.send((False, FhvaeError(f"{type(result[1]).__name__}: {result[1]} ({e})")))
+    conn.close()
+
+
+def fork_each(fn, jobs, nj):
+    """Yields fn(job) for every job (in completion order), each job in a fresh process forked from
+    the calling (main) thread, at most ``nj`` at a time.
+
+    Unlike multiprocessing.Pool(maxtasksperchild=1), which forks replacement workers from its
+    worker-handler thread, every process here starts from the same thread's state (see
+    synth_utterance). An exception in a job is raised here after the running jobs are stopped; a
+    job whose process dies without a result (a crash in libespeak-ng, a kill) raises FhvaeError.
+    """
+    ctx = multiprocessing.get_context("fork")
+    pending, running = list(reversed(jobs)), {}
+    try:
+        while pending or running:
+            while pending and len(running) < nj:
+                job = pending.pop()
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_forked_child, args=(fn, job, send), daemon=True)
+                proc.start()
+                send.close()
+                running[recv] = (proc, job)
+            for recv in multiprocessing.connection.wait(list(running)):
+                proc, job = running.pop(recv)
+                try:
+                    ok, value = recv.recv()
+                except EOFError:
+                    proc.join()
+                    raise FhvaeError(f"a worker process exited with code {proc.exitcode} "
+                                     f"without a result for job {job!r:.200}") from None
+                recv.close()
+                proc.join()
+                if not ok:
+                    raise value
+                yield value
+    finally:
+        for recv, (proc, _) in running.items():
+            proc.terminate()
+            proc.join()
+            recv.close()
+
+
 def synth_utterance(job):
     """Worker: one utterance, written as a wav file; returns its metadata.
 
     libespeak-ng keeps state between syntheses (its output for a text depends on what it
     synthesized before, and its noise sources use the C library's rand()), so every utterance runs
-    in a fresh process (maxtasksperchild=1) with rand() seeded from (seed, speaker, utterance): no
+    in a fresh process (``fork_each``) with rand() seeded from (seed, speaker, utterance): no
     utterance depends on another, on --nj or on scheduling. (Checked with espeak-ng 1.51: of the
     corpus's voices only the breathy variants +f2, +f3, +f5 read rand() -- the same text in +m1..m7, +f1, +f4 gives
     the same samples for any rand() state; espeak_Initialize and espeak_SetVoiceByName call no rand()
     and synchronous synthesis no gettimeofday(). So a corpus whose +f2 speakers alone differ between
     two runs, as in the one unexplained fresh-clone failure, had its rand() stream perturbed. In that
-    failure (per-speaker workers then) the one +f2 speaker that differed was the only one whose
-    worker was forked from the main thread in one run (--nj 2: one of the first two workers) and from
-    the pool's worker-handler thread in the other (--nj 1): an unconfirmed lead; forking from either
-    thread gives the same audio on the machines tried, and the "forkserver" start method, which
-    would make every worker the same way, took 64 s against 33 s for the full corpus
-    (`time local/data.sh --nj 4 <corpus> <data>`, one run each).)
+    failure (per-speaker workers of a multiprocessing.Pool then) the one +f2 speaker that differed was
+    the only one whose worker was forked from the main thread in one run (--nj 2: one of the first
+    two workers) and from the pool's worker-handler thread in the other (--nj 1). Forking from either
+    thread gives the same audio on the machines tried, so that lead is unconfirmed; ``fork_each``
+    removes it anyway: every worker is forked from the main thread, so all start from the same
+    per-thread state (stack, thread-local storage, floating-point environment).)
     """
     spk, (utt, set_name, cond), seed, wav_dir, known_phones = job
     k = int(utt.rsplit("-u", 1)[1])
@@ -510,9 +564,8 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
 
     speakers = make_speakers(seed, num_train_spk, num_test_spk)
     wav_dir = os.path.join(corpus_dir, "wav")
-    # round robin over the speakers: the first --nj utterances (the only ones whose workers are forked
-    # from the main thread, see synth_utterance) come from as many speakers, so a run with another
-    # --nj (tests/test_mini_corpus.py) changes the fork origin of some breathy (+f2) speaker's audio too
+    # round robin over the speakers: a run with another --nj (tests/test_mini_corpus.py) changes which
+    # utterances run at the same time, for every speaker from the first utterances on
     plans = [[(s, u, seed, wav_dir, known_phones) for u in utterance_plan(s, seed, utts_per_spk, num_dev_utts)]
              for s in speakers]
     jobs = [job for row in itertools.zip_longest(*plans) for job in row if job is not None]
@@ -525,11 +578,9 @@ def make_corpus(corpus_dir, data_dir, *, seed=1, num_train_spk=24, num_test_spk=
     if os.path.isdir(wav_dir):
         shutil.rmtree(wav_dir)  # no stale speakers of an older corpus
     records = []
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(nj, maxtasksperchild=1) as pool:
-        for rec in tqdm(pool.imap_unordered(synth_utterance, jobs, chunksize=1), total=len(jobs),
-                        desc="synthesize", unit="utt", mininterval=5.0):
-            records.append(rec)
+    for rec in tqdm(fork_each(synth_utterance, jobs, nj), total=len(jobs), desc="synthesize", unit="utt",
+                    mininterval=5.0):
+        records.append(rec)
 
     atomic_write_text(os.path.join(corpus_dir, "speakers.txt"), "".join(
         f"{s.spk} part={s.part} gender={s.gender} voice={s.voice} pitch={s.pitch} range={s.pitch_range} "
