@@ -431,7 +431,9 @@ def synth_utterance(job):
     failure (per-speaker workers of a multiprocessing.Pool then) the one +f2 speaker that differed was
     the only one whose worker was forked from the main thread in one run (--nj 2: one of the first
     two workers) and from the pool's worker-handler thread in the other (--nj 1). Forking from either
-    thread gives the same audio on the machines tried, so that lead is unconfirmed; ``fork_each``
+    thread gives the same audio on the machines tried, and so do garbage heap and stack (+f2, +f5, +m3
+    synthesized under MALLOC_PERTURB_ 0/1/85/170/255, and after filling 512 KiB of stack with 4
+    patterns, in the main thread or another), so that lead is unconfirmed; ``fork_each``
     removes it anyway: every worker is forked from the main thread, so all start from the same
     per-thread state (stack, thread-local storage, floating-point environment).)
     """
