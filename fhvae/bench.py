@@ -125,15 +125,100 @@ def sgemm_gflops(n=2048, iters=5, device="cpu"):
     return 2 * n ** 3 / t / 1e9
 
 
+def _gemm_flops(func, shapes):
+    """Multiply-add FLOPs (x2) of one aten mm / addmm / bmm / baddbmm call, from its operand shapes."""
+    name = func.__name__.split(".")[0]
+    if name in ("mm", "addmm", "addmm_"):
+        (m, k), (_, n) = shapes[-2], shapes[-1]
+        return 2 * m * k * n
+    (b, m, k), (_, _, n) = shapes[-2], shapes[-1]
+    return 2 * b * m * k * n
+
+
+def record_gemms(step):
+    """The matrix products of one call of ``step`` (torch dispatch level: aten mm, addmm, bmm,
+    baddbmm), as [(aten op, [(shape, stride) of each tensor operand])]. Products inside the C
+    kernels (the per-step recurrent sgemm) are not seen: record a step with fused=False for all."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    names = ("mm", "addmm", "addmm_", "bmm", "baddbmm")
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in names:
+                self.calls.append((func, [(tuple(a.shape), a.stride()) for a in args if isinstance(a, torch.Tensor)]))
+            return func(*args, **(kwargs or {}))
+
+    rec = Recorder()
+    with rec:
+        step()
+    return rec.calls
+
+
+def gemm_replay(calls, device):
+    """(function running every recorded product again, on random operands of the same shapes and
+    strides, without out= buffers; their FLOPs)."""
+    ops = []
+    for func, operands in calls:
+        ts = [torch.empty_strided(shape, stride, device=device).normal_() for shape, stride in operands]
+        op = getattr(torch, func.__name__.split(".")[0].rstrip("_"))
+        ops.append((op, ts))
+    flops = sum(_gemm_flops(func, [shape for shape, _ in operands]) for func, operands in calls)
+
+    def replay():
+        for op, ts in ops:
+            op(*ts)
+    return replay, flops
+
+
+def bench_gemms(batch=256, iters=9, warmup=2, device="cpu", cfg=None):
+    """The matrix products of one training step (PyTorch ops path), grouped by operand shapes
+    (``a_shape @ b_shape``), each group replayed alone: calls, ms per step, GFLOP/s, share of the
+    products' time; and the 2048^3 sgemm rate measured in the same run."""
+    device = torch.device(device)
+    cfg = cfg or ModelConfig()
+    step = _Step(cfg, 2000, batch, device, fused=False)
+    step()
+    groups = {}
+    for func, operands in record_gemms(step):
+        groups.setdefault(" @ ".join("x".join(map(str, shape)) for shape, _ in operands[-2:]), []).append(
+            (func, operands))
+    replays = [gemm_replay(calls, device) for calls in groups.values()]
+    t = _time_interleaved([r for r, _ in replays], iters, warmup, device)
+    total = sum(t)
+    order = sorted(range(len(t)), key=lambda i: -t[i])
+    names = list(groups)
+    return {"device": _device_name(device), "batch": batch, "threads": torch.get_num_threads(),
+            "hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden),   # a tuple: printed as a line, not a column
+            "shapes": [names[i] for i in order], "calls": [len(groups[names[i]]) for i in order],
+            "ms": [round(1000 * t[i], 2) for i in order],
+            "gflops": [round(replays[i][1] / t[i] / 1e9, 1) for i in order],
+            "share": [round(t[i] / total, 3) for i in order],
+            "total_ms": round(1000 * total, 2),
+            "total_gflops": round(sum(f for _, f in replays) / total / 1e9, 1),
+            "sgemm_gflops": round(sgemm_gflops(device=device), 1)}
+
+
 def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=None):
     """Training segments/s of the model (default implementation, with the compiled step kernels on
     CPU) vs the same without them (PyTorch element-wise ops) and vs a plain nn.LSTM formulation;
-    FLOPs per step against the measured sgemm rate (the bound)."""
+    FLOPs per step against the measured sgemm rate (the bound).
+
+    Also the step's own matrix products alone (``gemm_only``: every product of a step of the PyTorch
+    ops path, recurrent ones included, replayed at its shapes and strides with nothing else between):
+    their rate against the 2048^3 sgemm says how close any implementation doing these products can
+    come to the sgemm bound, and ``share_of_gemm_bound`` = gemm-only time / step time is the share
+    of the step that is matrix products at their own speed."""
     device = torch.device(device)
     cfg = cfg or ModelConfig()
     steps = [_Step(cfg, 2000, batch, device, amp=amp), _Step(cfg, 2000, batch, device, amp=amp, fused=False),
              _Step(cfg, 2000, batch, device, plain=True, amp=amp)]
-    t_fast, t_unfused, t_plain = _time_interleaved(steps, iters, warmup, device)
+    steps[1]()
+    replay, gemm_flops = gemm_replay(record_gemms(steps[1]), device)
+    t_fast, t_unfused, t_plain, t_gemm = _time_interleaved(steps + [replay], iters, warmup, device)
     flops = lstm_flops(cfg, batch)
     g = sgemm_gflops(device=device)
     fused = device.type == "cpu" and cpu_kernels.kernels() is not None
@@ -146,7 +231,11 @@ def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=
             "gflops_per_step": round(flops / 1e9, 2),
             "sgemm_gflops": round(g, 1), "achieved_gflops": round(flops / t_fast / 1e9, 1),
             "share_of_sgemm_bound": round(flops / t_fast / 1e9 / g, 3),
-            "bound_segments_per_s": round(batch * g * 1e9 / flops, 1)}
+            "bound_segments_per_s": round(batch * g * 1e9 / flops, 1),
+            "gemm_only_ms": round(1000 * t_gemm, 2), "gemm_only_gflop": round(gemm_flops / 1e9, 2),
+            "gemm_only_gflops": round(gemm_flops / t_gemm / 1e9, 1),
+            "gemm_only_share_of_sgemm": round(gemm_flops / t_gemm / 1e9 / g, 3),
+            "share_of_gemm_bound": round(t_gemm / t_fast, 3)}
 
 
 def bench_layer(hidden=128, batch=128, seg_len=20, iters=30, warmup=3):

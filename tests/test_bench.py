@@ -53,3 +53,33 @@ def test_layer_times_the_split_one_chunk_and_pytorch_ops():
         assert cpu_kernels.chunks() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_recorded_gemms_are_the_steps_products():
+    """The recorded products of a step of the PyTorch ops path carry the model's FLOPs (all but the
+    input projections of inputs constant over a segment, done once), and their replay runs them."""
+    batch = 6
+    step = bench._Step(TINY, 10, batch, torch.device("cpu"), fused=False)
+    calls = bench.record_gemms(step)
+    names = {f.__name__.split(".")[0] for f, _ in calls}
+    assert {"mm", "addmm"} <= names
+    # every time step but the first (h0 = 0) of every layer has a recurrent product, forward and backward
+    rec = [ops for _, ops in calls if [s for s, _ in ops][-2:] in (
+        [(batch, 8), (8, 32)], [(32, 8), (8, batch)], [(8, 32), (32, batch)], [(batch, 32), (32, 8)])]
+    assert len(rec) >= 3 * TINY.num_layers * (TINY.seg_len - 1) * 2
+    replay, flops = bench.gemm_replay(calls, torch.device("cpu"))
+    assert 0.5 * bench.lstm_flops(TINY, batch) < flops <= bench.lstm_flops(TINY, batch)
+    replay()
+    r = bench.bench_throughput(batch=batch, iters=2, warmup=1, cfg=TINY)
+    assert r["gemm_only_ms"] > 0 and r["gemm_only_gflop"] == pytest.approx(flops / 1e9, abs=0.01)
+    assert r["share_of_gemm_bound"] == pytest.approx(r["gemm_only_ms"] / r["step_ms"], rel=0.05)
+
+
+def test_gemms_groups_a_steps_products_by_shape():
+    r = bench.bench_gemms(batch=6, iters=2, warmup=1, cfg=TINY)
+    n = len(r["shapes"])
+    assert n >= 4 and len(set(r["shapes"])) == n
+    assert all(len(r[k]) == n for k in ("calls", "ms", "gflops", "share"))
+    assert r["ms"] == sorted(r["ms"], reverse=True) and sum(r["share"]) == pytest.approx(1, abs=0.01)
+    # the recurrent product of a forward step, W_hh (4H x H) @ h (H x batch), once per step after the first
+    assert r["calls"][r["shapes"].index("32x8 @ 8x6")] >= 3 * TINY.num_layers * (TINY.seg_len - 1)

@@ -8,7 +8,9 @@ EPILOG = """examples:
   fhvae-bench step-vs-k                      # paper Table 2: step time vs K (batch 256)
   fhvae-bench step-vs-k --dense --k 10 20000 # also the 2017 dense formulation
   fhvae-bench memory --m 1000 10000 100000 1000000
-  fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate
+  fhvae-bench throughput                     # segments/s vs plain nn.LSTM, GFLOP/step, sgemm rate,
+                                             # the step's own matrix products alone (gemm_only)
+  fhvae-bench gemms --hidden 128 --batch 128 # a training step's matrix products by shape, each alone
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
   fhvae-bench layer --hidden 128 --batch 128 # one LSTM layer: C kernels split / one chunk vs PyTorch ops
   fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
@@ -38,7 +40,7 @@ def _table(res):
 def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "loader", "export", "index", "procs", "malloc",
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "gemms", "loader", "export", "index", "procs", "malloc",
                                       "layer", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
@@ -55,7 +57,7 @@ def _main(argv):
     p.add_argument("--index-utts", type=int, default=10_000_000, help="index: utterances")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--hidden", type=int, default=256,
-                   help="throughput, layer, procs, malloc: LSTM cells of every encoder/decoder (256: the paper; "
+                   help="throughput, gemms, layer, procs, malloc: LSTM cells of every encoder/decoder (256: the paper; "
                         "128: the mini recipe)")
     p.add_argument("--procs", type=int, default=2, help="procs: DDP processes (one thread each)")
     p.add_argument("--repeats", type=int, default=3, help="memory: fresh processes per point (median reported)")
@@ -78,6 +80,9 @@ def _main(argv):
             r = bench.bench_step_vs_k(args.k, args.batch, args.iters, 2, args.device, args.dense)
         elif w == "memory":
             r = bench.bench_memory(args.m, batch=args.batch, repeats=args.repeats)
+        elif w == "gemms":
+            cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
+            r = bench.bench_gemms(args.batch, max(args.iters, 5), 2, args.device, cfg=cfg)
         elif w == "throughput":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
             r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
