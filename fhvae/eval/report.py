@@ -13,7 +13,9 @@ import subprocess
 from fhvae.io.atomic import atomic_write_text
 
 
-def _commit(path):
+def _commit(path=os.path.dirname(os.path.abspath(__file__))):
+    """Short commit of the git checkout holding ``path`` (default: this code's, wherever the report
+    goes), with a note if tracked files were changed; "unknown" outside a checkout."""
     try:
         out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -93,7 +95,7 @@ def write_report(exp_dir, out_path, command, title="Results", assets_dir=None):
             p = dst
         return os.path.relpath(p, base)
     lines = [f"# {title}", "",
-             f"Produced by `{command}` at commit {_commit(base)} on "
+             f"Produced by `{command}` at commit {_commit()} on "
              f"{datetime.date.today().isoformat()}; this file is written by `fhvae-report` from the run's outputs.",
              ""]
     metrics = os.path.join(exp_dir, "metrics.jsonl")
