@@ -424,10 +424,12 @@ def synth_utterance(job):
     synthesized before, and its noise sources use the C library's rand()), so every utterance runs
     in a fresh process (``fork_each``) with rand() seeded from (seed, speaker, utterance): no
     utterance depends on another, on --nj or on scheduling. (Checked with espeak-ng 1.51: of the
-    corpus's voices only the breathy variants +f2, +f3, +f5 read rand() -- the same text in +m1..m7, +f1, +f4 gives
-    the same samples for any rand() state; espeak_Initialize and espeak_SetVoiceByName call no rand()
-    and synchronous synthesis no gettimeofday(). So a corpus whose +f2 speakers alone differ between
-    two runs, as in the one unexplained fresh-clone failure, had its rand() stream perturbed. In that
+    corpus's voices only the breathy variants +f2, +f3, +f5 read rand() -- the same text in +m1..m7,
+    +f1, +f4 gives the same samples for any rand() state; espeak_Initialize and espeak_SetVoiceByName
+    call no rand() and synchronous synthesis no gettimeofday(); an LD_PRELOAD counter of rand() calls
+    saw them only in the processes synthesizing breathy voices, none in the main process. So a corpus
+    whose +f2 speakers alone differ between two runs, as in the one unexplained fresh-clone failure,
+    had its rand() stream perturbed. In that
     failure (per-speaker workers of a multiprocessing.Pool then) the one +f2 speaker that differed was
     the only one whose worker was forked from the main thread in one run (--nj 2: one of the first
     two workers) and from the pool's worker-handler thread in the other (--nj 1). Forking from either
