@@ -137,7 +137,7 @@ def _gemm_flops(func, shapes):
 
 def record_gemms(step):
     """The matrix products of one call of ``step`` (torch dispatch level: aten mm, addmm, bmm,
-    baddbmm), as [(aten op, [(shape, stride) of each tensor operand])]. Products inside the C
+    baddbmm), as [(aten op, [(shape, stride, dtype) of each tensor operand])]. Products inside the C
     kernels (the per-step recurrent sgemm) are not seen: record a step with fused=False for all."""
     from torch.utils._python_dispatch import TorchDispatchMode
     names = ("mm", "addmm", "addmm_", "bmm", "baddbmm")
@@ -149,7 +149,8 @@ def record_gemms(step):
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func.__name__.split(".")[0] in names:
-                self.calls.append((func, [(tuple(a.shape), a.stride()) for a in args if isinstance(a, torch.Tensor)]))
+                self.calls.append((func, [(tuple(a.shape), a.stride(), a.dtype) for a in args
+                                          if isinstance(a, torch.Tensor)]))
             return func(*args, **(kwargs or {}))
 
     rec = Recorder()
@@ -159,14 +160,15 @@ def record_gemms(step):
 
 
 def gemm_replay(calls, device):
-    """(function running every recorded product again, on random operands of the same shapes and
-    strides, without out= buffers; their FLOPs)."""
+    """(function running every recorded product again, on random operands of the same shapes,
+    strides and dtypes, without out= buffers; their FLOPs)."""
     ops = []
     for func, operands in calls:
-        ts = [torch.empty_strided(shape, stride, device=device).normal_() for shape, stride in operands]
+        ts = [torch.empty_strided(shape, stride, dtype=dtype, device=device).normal_()
+              for shape, stride, dtype in operands]
         op = getattr(torch, func.__name__.split(".")[0].rstrip("_"))
         ops.append((op, ts))
-    flops = sum(_gemm_flops(func, [shape for shape, _ in operands]) for func, operands in calls)
+    flops = sum(_gemm_flops(func, [op[0] for op in operands]) for func, operands in calls)
 
     def replay():
         for op, ts in ops:
@@ -184,7 +186,7 @@ def bench_gemms(batch=256, iters=9, warmup=2, device="cpu", cfg=None):
     step()
     groups = {}
     for func, operands in record_gemms(step):
-        groups.setdefault(" @ ".join("x".join(map(str, shape)) for shape, _ in operands[-2:]), []).append(
+        groups.setdefault(" @ ".join("x".join(map(str, op[0])) for op in operands[-2:]), []).append(
             (func, operands))
     replays = [gemm_replay(calls, device) for calls in groups.values()]
     t = _time_interleaved([r for r, _ in replays], iters, warmup, device)

@@ -429,15 +429,14 @@ def synth_utterance(job):
     call no rand() and synchronous synthesis no gettimeofday(); an LD_PRELOAD counter of rand() calls
     saw them only in the processes synthesizing breathy voices, none in the main process. So a corpus
     whose +f2 speakers alone differ between two runs, as in the one unexplained fresh-clone failure,
-    had its rand() stream perturbed. In that
-    failure (per-speaker workers of a multiprocessing.Pool then) the one +f2 speaker that differed was
-    the only one whose worker was forked from the main thread in one run (--nj 2: one of the first
-    two workers) and from the pool's worker-handler thread in the other (--nj 1). Forking from either
-    thread gives the same audio on the machines tried, and so do garbage heap and stack (+f2, +f5, +m3
-    synthesized under MALLOC_PERTURB_ 0/1/85/170/255, and after filling 512 KiB of stack with 4
-    patterns, in the main thread or another), so that lead is unconfirmed; ``fork_each``
-    removes it anyway: every worker is forked from the main thread, so all start from the same
-    per-thread state (stack, thread-local storage, floating-point environment).)
+    had its rand() stream perturbed. In that failure (per-speaker workers of a multiprocessing.Pool
+    then) the one +f2 speaker that differed was the only one whose worker was forked from the main
+    thread in one run (--nj 2: one of the first two workers) and from the pool's worker-handler thread
+    in the other (--nj 1). Forking from either thread gives the same audio on the machines tried, and
+    so do garbage heap and stack (+f2, +f5, +m3 synthesized under MALLOC_PERTURB_ 0/1/85/170/255, and
+    after filling 512 KiB of stack with 4 patterns, in the main thread or another), so that lead is
+    unconfirmed; ``fork_each`` removes it anyway: every worker is forked from the main thread, so all
+    start from the same per-thread state (stack, thread-local storage, floating-point environment).)
     """
     spk, (utt, set_name, cond), seed, wav_dir, known_phones = job
     k = int(utt.rsplit("-u", 1)[1])
