@@ -194,7 +194,7 @@ def bench_gemms(batch=256, iters=9, warmup=2, device="cpu", cfg=None):
     order = sorted(range(len(t)), key=lambda i: -t[i])
     names = list(groups)
     return {"device": _device_name(device), "batch": batch, "threads": torch.get_num_threads(),
-            "hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden),   # a tuple: printed as a line, not a column
+            "hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden),
             "shapes": [names[i] for i in order], "calls": [len(groups[names[i]]) for i in order],
             "ms": [round(1000 * t[i], 2) for i in order],
             "gflops": [round(replays[i][1] / t[i] / 1e9, 1) for i in order],
@@ -225,7 +225,7 @@ def bench_throughput(batch=256, iters=5, warmup=2, device="cpu", amp=False, cfg=
     g = sgemm_gflops(device=device)
     fused = device.type == "cpu" and cpu_kernels.kernels() is not None
     return {"device": _device_name(device), "batch": batch, "threads": torch.get_num_threads(),
-            "hidden": [cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden], "fused_kernels": fused,
+            "hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden), "fused_kernels": fused,
             "step_ms": round(1000 * t_fast, 2), "unfused_step_ms": round(1000 * t_unfused, 2),
             "plain_step_ms": round(1000 * t_plain, 2),
             "segments_per_s": round(batch / t_fast, 1), "plain_segments_per_s": round(batch / t_plain, 1),
@@ -318,7 +318,7 @@ def bench_procs(batch=128, procs=2, iters=20, warmup=3, cfg=None):
         with open(out) as f:
             t_ddp = json.load(f)["step_s"]
     flops = lstm_flops(cfg, batch)
-    return {"batch": batch, "procs": procs, "hidden": [cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden],
+    return {"batch": batch, "procs": procs, "hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden),
             "one_process_step_ms": round(1000 * t_one, 2), "ddp_step_ms": round(1000 * t_ddp, 2),
             "one_process_segments_per_s": round(batch / t_one, 1), "ddp_segments_per_s": round(batch / t_ddp, 1),
             "ddp_speedup": round(t_one / t_ddp, 3), "sgemm_gflops": round(g, 1),

@@ -10,7 +10,7 @@ TINY = ModelConfig(feat_dim=8, seg_len=5, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hi
 
 def test_procs_compares_ddp_processes_with_one_process():
     r = bench.bench_procs(batch=8, procs=2, iters=2, warmup=1, cfg=TINY)
-    assert r["procs"] == 2 and r["batch"] == 8 and r["hidden"] == [8, 8, 8]
+    assert r["procs"] == 2 and r["batch"] == 8 and r["hidden"] == (8, 8, 8)
     assert r["one_process_step_ms"] > 0 and r["ddp_step_ms"] > 0
     assert r["ddp_speedup"] == pytest.approx(r["one_process_step_ms"] / r["ddp_step_ms"], rel=0.01)
     assert r["ddp_segments_per_s"] == pytest.approx(8 / (r["ddp_step_ms"] / 1000), rel=0.01)

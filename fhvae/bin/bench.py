@@ -25,7 +25,7 @@ QUICK = {"k": [10, 1000, 20000], "m": [1000, 100000], "iters": 3, "size_gb": 0.2
 
 
 def _table(res):
-    """Print a dict: list-valued keys as columns, scalars as 'key: value' lines."""
+    """Print a dict: list-valued keys as columns, scalars and tuples (e.g. hidden sizes) as 'key: value' lines."""
     lists = {k: v for k, v in res.items() if isinstance(v, list)}
     for k, v in res.items():
         if not isinstance(v, list):
