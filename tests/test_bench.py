@@ -63,8 +63,8 @@ def test_recorded_gemms_are_the_steps_products():
     calls = bench.record_gemms(step)
     names = {f.__name__.split(".")[0] for f, _ in calls}
     assert {"mm", "addmm"} <= names
-    # every time step but the first (h0 = 0) of every layer has a recurrent product, forward and backward
     assert all(dtype == torch.float32 for _, ops in calls for _, _, dtype in ops)
+    # every time step but the first (h0 = 0) of every layer has a recurrent product, forward and backward
     rec = [ops for _, ops in calls if [op[0] for op in ops][-2:] in (
         [(batch, 8), (8, 32)], [(32, 8), (8, batch)], [(8, 32), (32, batch)], [(batch, 32), (32, 8)])]
     assert len(rec) >= 3 * TINY.num_layers * (TINY.seg_len - 1) * 2
