@@ -3,8 +3,8 @@
 The C file is built with the machine's C compiler (``$CC``, else ``cc``) for the machine it runs on
 (``-O3 -march=native``) into ``$FHVAE_CACHE`` (default ``~/.cache/fhvae``), once per source, compiler
 and CPU. Its matrix products call the BLAS ``sgemm_`` that PyTorch's own library exports (MKL in the
-x86 wheels), and split the batch over threads where MKL's ``mkl_set_num_threads_local`` lets each
-thread run a one-thread sgemm. Without a compiler or an ``sgemm_``, or with ``FHVAE_FUSED_LSTM=0``,
+x86 wheels), and split the batch over threads where MKL's ``MKL_Set_Num_Threads_Local`` (its C API)
+lets each thread run a one-thread sgemm. Without a compiler or an ``sgemm_``, or with ``FHVAE_FUSED_LSTM=0``,
 ``kernels()`` returns None and the model uses its PyTorch formulation of the same math (same results
 to float32 rounding).
 """

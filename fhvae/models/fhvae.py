@@ -353,7 +353,7 @@ def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
     hid = four_hid // 4
     d_pre = acts.new_empty(four_hid, steps, batch)
     dh = acts.new_empty(hid, batch)
-    dc = acts.new_zeros(hid, batch)  # d loss / d c_t, carried back through the forget gate
+    dc = acts.new_empty(hid, batch)  # d loss / d c_t, carried back through the forget gate; zeroed below or in C
     lib = _fused(acts)
     if lib is not None:  # the whole time loop in C (lstm_kernels.c)
         dh_out = dh_out if dh_out.stride(-1) == 1 else dh_out.contiguous()
@@ -363,6 +363,7 @@ def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
                                 steps, hid, batch, cpu_kernels.chunks())
         return d_pre
     w_hh_t, tmp = w_hh.t().contiguous(), acts.new_empty(hid, batch)
+    dc.zero_()
     for t in reversed(range(steps)):
         if t == steps - 1:
             dh.copy_(dh_out[:, t])
