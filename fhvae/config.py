@@ -21,7 +21,10 @@ class DataConfig:
     """Segments cut from normalized features. Units: frames."""
     seg_len: int = 20           # frames per segment (the paper: 20)
     seg_shift: int = 8          # training: N_i = floor((L_i - seg_len) / seg_shift) + 1 random-start segments
-    dev_seg_shift: int = 20     # dev/export s-vectors: non-overlapping segments
+    dev_seg_shift: int = 20     # dev bound: non-overlapping segments
+    svector_shift: int = 20     # exported s-vectors: MAP estimate of mu2 over the segments at 0, shift, 2*shift,
+                                # ... (20: non-overlapping, the 2017 eval code; 8 = seg_shift: the segments
+                                # a training sequence's cache MAP estimate averages)
     dev_max_utts: int = 0       # dev bound on at most this many dev utterances (seeded sample); 0 = all
     max_bad_utts: float = 0.05  # fraction of broken utterances (NaN/inf, unreadable) tolerated before stopping
 
@@ -97,7 +100,8 @@ class Config:
             (t.on_nonfinite in ("stop", "skip"), "train.on_nonfinite must be 'stop' or 'skip'"),
             (t.device == "cpu" or t.device.startswith("cuda"), "train.device must be cpu or cuda[:N]"),
             (d.seg_len >= 1, "data.seg_len must be >= 1"),
-            (d.seg_shift >= 1 and d.dev_seg_shift >= 1, "data.seg_shift/dev_seg_shift must be >= 1"),
+            (d.seg_shift >= 1 and d.dev_seg_shift >= 1 and d.svector_shift >= 1,
+             "data.seg_shift/dev_seg_shift/svector_shift must be >= 1"),
             (0 <= d.max_bad_utts <= 1, "data.max_bad_utts must be a fraction in [0, 1]"),
             (d.dev_max_utts >= 0, "data.dev_max_utts must be >= 0 (0 = all)"),
             (m.z2_prior_var > 0, "model.z2_prior_var must be > 0"),

@@ -7,8 +7,9 @@ For each utterance of T frames (normalized with the training stats):
   latent of the window centred on frame t. An utterance shorter than seg_len is edge-padded to one
   window whose latent is repeated T times. Kaldi float matrices (FM).
 - optional log-variances z1_logvar, z2_logvar (FM).
-- s-vector: MAP estimate of mu2 over the utterance's non-overlapping segments (dev_seg_shift),
-  sum_n zbar2_n / (N + sigma_z2^2); Kaldi float vector (FV).
+- s-vector: MAP estimate of mu2 over the utterance's N segments starting every data.svector_shift
+  frames (20: non-overlapping, as the 2017 eval code), sum_n zbar2_n / (N + sigma_z2^2); Kaldi
+  float vector (FV).
 - per speaker: mean of its s-vectors (spk_svector, FV) and num_utts.ark (text: ``spk count``).
 """
 import contextlib
@@ -63,7 +64,8 @@ def pad_latents(z, num_frames, seg_len):
 
 
 def segment_windows(x, seg_len, shift):
-    """Non-overlapping segments for the s-vector: (N, seg_len, D); a short utterance is edge-padded."""
+    """Segments at 0, shift, 2*shift, ... for the s-vector: (N, seg_len, D); a short utterance is
+    edge-padded to one segment."""
     if len(x) < seg_len:
         x = torch.cat([x, x[-1:].expand(seg_len - len(x), -1)])
     starts = fixed_segments(len(x), seg_len, shift)
@@ -82,7 +84,7 @@ class Exporter:
     def encode(self, utts):
         """utts: list of (T_i, D) float32 tensors -> list of dicts with z1, z2, z1_logvar, z2_logvar
         (T_i, z_dim) and svector (z2_dim,). Windows of all given utterances are run in chunks."""
-        L, shift = self.cfg.data.seg_len, self.cfg.data.dev_seg_shift
+        L, shift = self.cfg.data.seg_len, self.cfg.data.svector_shift
         wins = [frame_windows(x, L) for x in utts] if self.frames else []
         segs = [segment_windows(x, L, shift) for x in utts]
         allw = torch.cat(wins + segs)
@@ -109,15 +111,19 @@ class Exporter:
 
 
 def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=False,
-           batch_windows=None, max_bad=0.05, svectors_only=False):
+           batch_windows=None, max_bad=0.05, svectors_only=False, svector_shift=None):
     """Write z1/z2 (+ log-variances), svector, spk_svector, num_utts.ark for a data dir.
 
     ``svectors_only`` skips the frame-level z1/z2 (for large training sets that only feed a
-    speaker-verification backend).
+    speaker-verification backend). ``svector_shift`` (frames) overrides the exp's data.svector_shift.
 
     Returns a summary dict (utterances, frames, seconds, frames/s, real-time factor).
     """
     model, cfg, stats = load_model(exp_dir, which, device)
+    if svector_shift is not None:
+        if svector_shift < 1:
+            raise ConfigError(f"svector_shift must be >= 1 frame, got {svector_shift}")
+        cfg.data.svector_shift = svector_shift
     index = UttIndex.from_data_dir(data_dir)
     if len(stats.mean) != cfg.model.feat_dim:
         raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
@@ -166,7 +172,8 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
     _write_speaker_vectors(out_dir, svec, utt2spk)
     secs = time.time() - t0
     shift = _frame_shift(data_dir)
-    summary = {"utts": len(svec), "skipped": len(loader.bad), "frames": frames, "seconds": round(secs, 2),
+    summary = {"utts": len(svec), "skipped": len(loader.bad), "frames": frames,
+               "svector_shift": cfg.data.svector_shift, "seconds": round(secs, 2),
                "frames_per_s": round(frames / max(secs, 1e-9), 1),
                "rtf": round(secs / max(frames * shift, 1e-9), 5)}
     if loader.bad:

@@ -14,7 +14,7 @@ def exporter():
     torch.manual_seed(0)
     cfg = Config()
     cfg.model = ModelConfig(feat_dim=5, z1_dim=3, z2_dim=2, z1_hidden=8, z2_hidden=8, dec_hidden=8)
-    cfg.data.seg_len, cfg.data.dev_seg_shift = 20, 20
+    cfg.data.seg_len, cfg.data.svector_shift = 20, 20
     return Exporter(FHVAE(cfg.model).eval(), cfg, batch_windows=7)  # small chunks: batching is exercised
 
 
@@ -66,3 +66,17 @@ def test_svector_is_map_mu2_of_non_overlapping_segments(exporter):
     with torch.no_grad():
         z2_mu, _ = exporter.model.encode_z2(torch.stack([x[:20], x[20:40]]))
     np.testing.assert_allclose(r["svector"], losses.map_mu2(z2_mu.sum(0), 2.0, 0.25).numpy(), rtol=1e-5)
+
+
+def test_svector_shift_sets_the_segments_averaged(exporter):
+    """data.svector_shift 8: segments at 0, 8, 16, 24 of a 45-frame utterance (start + 20 <= 45)."""
+    x = torch.randn(45, 5)
+    exporter.cfg.data.svector_shift = 8
+    try:
+        r = exporter.encode([x])[0]
+    finally:
+        exporter.cfg.data.svector_shift = 20
+    with torch.no_grad():
+        z2_mu, _ = exporter.model.encode_z2(torch.stack([x[s:s + 20] for s in (0, 8, 16, 24)]))
+    np.testing.assert_allclose(r["svector"], losses.map_mu2(z2_mu.sum(0), 4.0, 0.25).numpy(), rtol=1e-5)
+    assert not np.allclose(r["svector"], exporter.encode([x])[0]["svector"])

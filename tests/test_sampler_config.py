@@ -80,6 +80,8 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         config.load_config(None, [("train.batch_size", "abc")])
     with pytest.raises(ConfigError, match="K\\) must be >= 1"):
         config.load_config(None, [("train.seq_batch_size", "0")])
+    with pytest.raises(ConfigError, match="svector_shift must be >= 1"):
+        config.load_config(None, [("data.svector_shift", "0")])
     with pytest.raises(ConfigError, match="expected true/false"):
         config.load_config(None, [("train.amp", "maybe")])
     bad = tmp_path / "bad.yaml"
@@ -100,3 +102,14 @@ def test_config_round_trip(tmp_path):
     config.save_config(cfg, tmp_path / "config.yaml", {"train_dir": "/x"})
     back, extra = config.read_exp_config(str(tmp_path))
     assert back.to_dict() == cfg.to_dict() and extra == {"train_dir": "/x"}
+
+
+def test_exp_config_written_before_svector_shift_reads_as_non_overlapping(tmp_path):
+    """An exp dir trained before data.svector_shift existed keeps its s-vectors (shift 20)."""
+    cfg = config.load_config(None)
+    config.save_config(cfg, tmp_path / "config.yaml", {})
+    text = (tmp_path / "config.yaml").read_text()
+    assert "svector_shift: 20" in text
+    (tmp_path / "config.yaml").write_text(text.replace("  svector_shift: 20\n", ""))
+    back, _ = config.read_exp_config(str(tmp_path))
+    assert back.data.svector_shift == 20

@@ -19,8 +19,8 @@ from fhvae.train.trainer import Trainer, lr_scale, prepare_exp_dir
 from tests.fakedata import make_feats_dir, write_stats
 
 TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
-        ("data.dev_seg_shift", 10), ("model.z1_dim", 4), ("model.z2_dim", 4), ("model.z1_hidden", 16),
-        ("model.z2_hidden", 16), ("model.dec_hidden", 16), ("train.batch_size", 16),
+        ("data.dev_seg_shift", 10), ("data.svector_shift", 10), ("model.z1_dim", 4), ("model.z2_dim", 4),
+        ("model.z1_hidden", 16), ("model.z2_hidden", 16), ("model.dec_hidden", 16), ("train.batch_size", 16),
         ("train.seq_batch_size", 4), ("train.epoch_steps", 3), ("train.max_epochs", 3),
         ("train.num_threads", 1)]
 
@@ -205,6 +205,14 @@ def test_export_frame_counts_and_kaldi_readable(sets):
     sv2 = kaldiio.load_scp(os.path.join(out2, "svector.scp"))
     for k in sv:
         np.testing.assert_allclose(sv2[k], sv[k], rtol=1e-5, atol=1e-6)
+    assert summary["svector_shift"] == 10   # TINY's data.svector_shift, read from the exp's config.yaml
+    # --svector-shift overrides the exp's config: other segments, other s-vectors; < 1 is refused
+    out3 = str(sets / "export3")
+    assert export(exp, str(sets / "train"), out3, svectors_only=True, svector_shift=3)["svector_shift"] == 3
+    sv3 = kaldiio.load_scp(os.path.join(out3, "svector.scp"))
+    assert not any(np.allclose(sv3[k], sv[k]) for k in sv)
+    with pytest.raises(ConfigError, match="svector_shift must be >= 1"):
+        export(exp, str(sets / "train"), str(sets / "export4"), svector_shift=0)
 
 
 @pytest.mark.slow

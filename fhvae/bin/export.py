@@ -7,11 +7,12 @@ from fhvae.bin import run_cli
 EPILOG = """examples:
   fhvae-export --exp-dir exp/fhvae --data-dir data/test --out-dir exp/fhvae/export/test
   fhvae-export ... --logvars --checkpoint last
+  fhvae-export ... --svectors-only --svector-shift 8   # s-vectors from segments every 8 frames
 
 outputs (absolute ark paths in every scp):
   z1.scp, z2.scp           frame-level posterior means, Kaldi float matrices (T x 32), T = utt2num_frames
   z1_logvar.scp, ...       with --logvars
-  svector.scp              per-utterance MAP estimate of mu2, Kaldi float vectors (FV)
+  svector.scp              per-utterance MAP estimate of mu2 (segments every --svector-shift frames), FV
   spk_svector.scp          per-speaker mean s-vector (FV); num_utts.ark: 'spk count'"""
 
 
@@ -25,6 +26,9 @@ def _main(argv):
     p.add_argument("--logvars", action="store_true", help="also write z1_logvar and z2_logvar")
     p.add_argument("--svectors-only", action="store_true",
                    help="only svector/spk_svector (no frame-level z1/z2), e.g. for a large train set")
+    p.add_argument("--svector-shift", type=int,
+                   help="frames between the segments an s-vector averages (default: the exp's "
+                        "data.svector_shift; 20 = non-overlapping)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-windows", type=int,
                    help="windows per forward pass (default: 512 on CPU, 4096 on a GPU)")
@@ -34,7 +38,7 @@ def _main(argv):
     from fhvae.export import export
     summary = export(args.exp_dir, args.data_dir, args.out_dir, which=args.checkpoint, device=args.device,
                      logvars=args.logvars, batch_windows=args.batch_windows, max_bad=args.max_bad,
-                     svectors_only=args.svectors_only)
+                     svectors_only=args.svectors_only, svector_shift=args.svector_shift)
     print(json.dumps(summary))
     return 0
 
