@@ -117,7 +117,7 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
     ``svectors_only`` skips the frame-level z1/z2 (for large training sets that only feed a
     speaker-verification backend). ``svector_shift`` (frames) overrides the exp's data.svector_shift.
 
-    Returns a summary dict (utterances, frames, seconds, frames/s, real-time factor).
+    Returns a summary dict (utterances, frames, svector_shift, seconds, frames/s, real-time factor).
     """
     model, cfg, stats = load_model(exp_dir, which, device)
     if svector_shift is not None:
