@@ -121,9 +121,8 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
     """
     model, cfg, stats = load_model(exp_dir, which, device)
     if svector_shift is not None:
-        if svector_shift < 1:
-            raise ConfigError(f"svector_shift must be >= 1 frame, got {svector_shift}")
         cfg.data.svector_shift = svector_shift
+        cfg.validate()   # the config's own checks (svector_shift >= 1)
     index = UttIndex.from_data_dir(data_dir)
     if len(stats.mean) != cfg.model.feat_dim:
         raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
