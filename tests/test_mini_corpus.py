@@ -2,6 +2,7 @@
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -240,7 +241,9 @@ def test_deterministic_skip_and_seed(corpus, tmp_path):
 
 # Digest of the tiny corpus (TINY, seed 1): its audio, speakers.txt and every data-dir table but
 # wav.scp (absolute paths). The same on every machine with the pinned Debian espeak-ng
-# (1.51+dfsg-10+deb12u2) and Python packages; change it only with VERSION in make_mini_corpus.py.
+# (1.51+dfsg-10+deb12u2) and Python packages, whatever the x86 CPU's SIMD features (checked below by
+# switching numpy's AVX-512 loops and libm's FMA / AVX variants off); change it only with VERSION in
+# make_mini_corpus.py.
 TINY_DIGEST = "48d521743129160359661da0af199bc1"
 
 
@@ -261,6 +264,51 @@ def test_corpus_bytes_are_pinned(corpus):
         "the tiny mini corpus differs from the pinned one (espeak-ng: "
         + subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "espeak-ng"], capture_output=True, text=True).stdout
         + "); per-file md5:\n" + "\n".join(f"{v} {k}" for k, v in sorted(files.items())))
+
+
+LD_SO = "/lib64/ld-linux-x86-64.so.2"
+
+
+def _older_cpu_env():
+    """Environment that makes this x86 machine compute like an older one, or None if it cannot:
+    numpy without its dispatched SIMD targets above x86-64-v3 (AVX-512: the SVML log1p / expm1 of the
+    telephone channel), glibc's libm and string functions without AVX, AVX2, FMA and AVX-512 (the
+    variants espeak-ng's math picks at load time). Both only switch features off, so the machine
+    must have them for the environment to change anything."""
+    if platform.machine() != "x86_64" or not os.path.exists(LD_SO):
+        return None
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    above_v3 = [f for f in __cpu_dispatch__ if f not in ("X86_V2", "X86_V3") and __cpu_features__.get(f)]
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F,-AVX")
+    if above_v3:
+        env["NPY_DISABLE_CPU_FEATURES"] = ",".join(above_v3)
+    return env, above_v3
+
+
+def _active_features(env):
+    """The CPU feature words glibc's dynamic loader uses under env (its --list-diagnostics)."""
+    out = subprocess.run([LD_SO, "--list-diagnostics"], env=env, capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if ".active[" in ln]
+
+
+def test_corpus_bytes_do_not_depend_on_cpu_features(tmp_path):
+    """The pinned bytes on an older CPU: the same tiny corpus with numpy's AVX-512 loops and libm's
+    FMA / AVX variants switched off (what a machine without them runs)."""
+    got = _older_cpu_env()
+    if got is None:
+        pytest.skip("needs x86-64 Linux with glibc's ld.so")
+    env, above_v3 = got
+    glibc_changed = _active_features(os.environ) != _active_features(env)
+    if not glibc_changed and not above_v3:
+        pytest.skip("this CPU has none of the features the environment switches off")
+    check = subprocess.run([sys.executable, "-c", "from numpy._core._multiarray_umath import __cpu_features__ as f; "
+                            f"print(sum(f[k] for k in {above_v3!r}))"], env=env, capture_output=True, text=True)
+    assert check.stdout.strip() == "0", check.stdout + check.stderr   # numpy really runs without them
+    p = subprocess.run(["bash", DATA_SH, *TINY, "--seed", "1", "--nj", "2", str(tmp_path / "corpus"),
+                        str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    digest, files = corpus_digest(tmp_path)
+    assert digest == TINY_DIGEST, "\n".join(f"{v} {k}" for k, v in sorted(files.items()))
 
 
 def test_an_utterance_alone_is_the_same_as_in_the_corpus(corpus, tmp_path):
