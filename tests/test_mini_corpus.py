@@ -28,9 +28,9 @@ sys.modules["make_mini_corpus"] = mmc  # so that a worker pool can pickle its fu
 spec.loader.exec_module(mmc)
 
 
-def run_data_sh(corpus, data, *opts):
+def run_data_sh(corpus, data, *opts, env=None):
     p = subprocess.run(["bash", DATA_SH, *TINY, *opts, str(corpus), str(data)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout + p.stderr
 
@@ -304,9 +304,7 @@ def test_corpus_bytes_do_not_depend_on_cpu_features(tmp_path):
     check = subprocess.run([sys.executable, "-c", "from numpy._core._multiarray_umath import __cpu_features__ as f; "
                             f"print(sum(f[k] for k in {above_v3!r}))"], env=env, capture_output=True, text=True)
     assert check.stdout.strip() == "0", check.stdout + check.stderr   # numpy really runs without them
-    p = subprocess.run(["bash", DATA_SH, *TINY, "--seed", "1", "--nj", "2", str(tmp_path / "corpus"),
-                        str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stdout + p.stderr
+    run_data_sh(tmp_path / "corpus", tmp_path / "data", "--seed", "1", "--nj", "2", env=env)
     digest, files = corpus_digest(tmp_path)
     assert digest == TINY_DIGEST, "\n".join(f"{v} {k}" for k, v in sorted(files.items()))
 
