@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fhvae.malloc import keep_freed_memory
 from fhvae.models import cpu_kernels, losses
@@ -546,6 +547,32 @@ def bench_malloc(hidden=128, batch=128, iters=15, reps=3, threads=2):
             res[f"{name}_{k}"] = round(statistics.median(r[k] for r in runs[tune]), 1)
     res["step_speedup"] = round(res["off_step_ms"] / res["on_step_ms"], 3)
     res["encode_speedup"] = round(res["on_encode_segments_per_s"] / res["off_encode_segments_per_s"], 3)
+    return res
+
+
+def bench_vml(procs=200, threads=2):
+    """MKL VML's first-call race (fhvae/mkl.py): ``procs`` pairs of fresh processes, one without and one
+    with ``warm_up_vml()``, each pair started together (two compete for the cores, which is when the race
+    shows). Each process makes the first and second call of exp, log and sqrt on a (4096,) float32
+    tensor with ``threads`` threads; a first call that differs from the second is a wrong one.
+    Returns, per arm and op, the number of wrong first calls and the largest error (float32 ulps)."""
+    res = {"pairs": procs, "threads": threads}
+    counts = {arm: {} for arm in ("cold", "warm")}
+    for _ in tqdm(range(procs), desc="vml pairs", unit="pair"):
+        run = {arm: subprocess.Popen([sys.executable, "-m", "fhvae.mkl", "_first_calls", str(threads), flag],
+                                     stdout=subprocess.PIPE, text=True)
+               for arm, flag in (("cold", "0"), ("warm", "1"))}
+        for arm, proc in run.items():
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise RuntimeError(f"fhvae.mkl _first_calls exited with status {proc.returncode}")
+            for op, ulp in json.loads(out.strip().splitlines()[-1]).items():
+                n, worst = counts[arm].get(op, (0, 0))
+                counts[arm][op] = (n + (ulp > 0), max(worst, ulp))
+    for arm, ops in counts.items():
+        for op, (n, worst) in ops.items():
+            res[f"{arm}_{op}_wrong"] = n
+            res[f"{arm}_{op}_max_ulp"] = worst
     return res
 
 

@@ -84,3 +84,12 @@ def test_gemms_groups_a_steps_products_by_shape():
     assert r["ms"] == sorted(r["ms"], reverse=True) and sum(r["share"]) == pytest.approx(1, abs=0.01)
     # the recurrent product of a forward step, W_hh (4H x H) @ h (H x batch), once per step after the first
     assert r["calls"][r["shapes"].index("32x8 @ 8x6")] >= 3 * TINY.num_layers * (TINY.seg_len - 1)
+
+
+def test_vml_counts_wrong_first_calls_in_fresh_processes_without_and_with_the_warm_up():
+    r = bench.bench_vml(procs=1, threads=2)   # one pair: 2 processes
+    assert r["pairs"] == 1 and r["threads"] == 2
+    for arm in ("cold", "warm"):
+        for op in ("exp", "log", "sqrt"):
+            assert r[f"{arm}_{op}_wrong"] in (0, 1) and r[f"{arm}_{op}_max_ulp"] >= 0
+            assert (r[f"{arm}_{op}_wrong"] == 0) == (r[f"{arm}_{op}_max_ulp"] == 0)

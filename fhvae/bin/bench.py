@@ -14,6 +14,7 @@ EPILOG = """examples:
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
   fhvae-bench layer --hidden 128 --batch 128 # one LSTM layer: C kernels split / one chunk vs PyTorch ops
   fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
+  fhvae-bench vml --procs 200                # wrong first MKL VML calls without / with fhvae/mkl.py's warm-up
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
   fhvae-bench index --index-utts 10000000   # memory of the utterance index
@@ -41,7 +42,7 @@ def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "gemms", "loader", "export", "index", "procs", "malloc",
-                                      "layer", "all"])
+                                      "layer", "vml", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="shrink every benchmark for a quick run")
@@ -59,7 +60,8 @@ def _main(argv):
     p.add_argument("--hidden", type=int, default=256,
                    help="throughput, gemms, layer, procs, malloc: LSTM cells of every encoder/decoder (256: the paper; "
                         "128: the mini recipe)")
-    p.add_argument("--procs", type=int, default=2, help="procs: DDP processes (one thread each)")
+    p.add_argument("--procs", type=int,
+                   help="procs: DDP processes, one thread each (default 2); vml: pairs of fresh processes (default 200)")
     p.add_argument("--repeats", type=int, default=3, help="memory: fresh processes per point (median reported)")
     args = p.parse_args(argv)
 
@@ -88,11 +90,13 @@ def _main(argv):
             r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
         elif w == "procs":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
-            r = bench.bench_procs(args.batch, args.procs, args.iters, cfg=cfg)
+            r = bench.bench_procs(args.batch, args.procs or 2, args.iters, cfg=cfg)
         elif w == "layer":
             r = bench.bench_layer(args.hidden, args.batch, iters=max(args.iters, 5))
         elif w == "malloc":
             r = bench.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
+        elif w == "vml":
+            r = bench.bench_vml(args.procs or 200, threads=args.threads or 2)
         elif w == "loader":
             r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
         elif w == "index":
