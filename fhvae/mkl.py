@@ -11,7 +11,7 @@ repeatability"); ``fhvae-bench vml`` counts such first calls in fresh processes.
 
 ``warm_up_vml()`` calls every VML-backed op once on a one-element tensor of each precision (no
 parallel split below 2048 elements), so the kernels are chosen before the first split call. Every
-FHVAE and ASR model calls it when built; it is idempotent and takes well under a millisecond.
+FHVAE and ASR model calls it when built; it runs once per process (~5 ms here).
 """
 import sys
 

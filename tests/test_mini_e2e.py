@@ -71,6 +71,11 @@ def test_mini_recipe_all_stages(tmp_path):
     report = open(os.path.join(exp, "RESULTS.md")).read()
     assert "Speaker verification" in report and "svector" in report and "probes" in report.lower()
     assert "ABX" in report and "WER telephone" in report
+    # local/repeat_training.py: the same short training in two fresh processes at once, the same weights
+    tiny = TINY_TRAIN.replace("--train.epoch_steps 5 --train.max_epochs 2 ", "").split()
+    out = run(["../../../tools/venv/bin/python", "local/repeat_training.py", "--runs", "2", "--steps", "3",
+               "--jobs", "2", "--", *tiny], cwd=recipe).stdout
+    assert out.strip().startswith("2 runs: weights") and len(out.strip().splitlines()) == 1, out
     # re-running a finished stage range redoes nothing harmful: training is not redone
     out = run(env_run + ["--stage", "4", "--stop-stage", "4", "--train-opts", TINY_TRAIN], cwd=recipe)
     assert "already finished" in out.stderr
