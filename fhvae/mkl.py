@@ -29,7 +29,7 @@ def warm_up_vml():
     if _warm:
         return
     for dtype in (torch.float32, torch.float64):
-        x = torch.full((1,), 0.5, dtype=dtype)   # inside every op's domain
+        x = torch.full((1,), 0.5, dtype=dtype, device="cpu")   # inside every op's domain
         for name in VML_OPS:
             getattr(torch, name)(x)
     _warm = True
