@@ -36,6 +36,7 @@ def test_mini_recipe_all_stages(tmp_path):
         assert os.path.isfile(os.path.join(exp, f)), f
     assert out.count("plda: EER") == 8 and out.count("cosine: EER") == 8
     assert "ASR word error rate" in out and "| z1 |" in out
+    assert "run.sh: done (stages 1-8 in " in out   # the wall time of the whole run (README's demo time)
     # stage 1: the ASR's training set, the clean train utterances
     conds = dict(line.split() for line in open(os.path.join(recipe, "data", "train", "utt2cond")))
     clean = [line.split()[0] for line in open(os.path.join(recipe, "data", "train_clean", "utt2spk"))]

@@ -48,6 +48,7 @@ short_test_dur=1.0  # seconds kept of each test utterance in data/test_1s
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--nj N] [--tag NAME] [--train-opts '--train.lr 1e-3']
        [--num-train-spk 24] [--num-test-spk 16] [--utts-per-spk 30] [--num-dev-utts 4] [--seed 1]
        [--short-test-dur 1.0] [--train-nproc 2] [--jobs 2]"
+start_s=$SECONDS
 cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
@@ -73,4 +74,6 @@ utils/run_stages.sh --stage "$stage" --stop-stage "$stop_stage" --nj "$nj" --exp
   --svectors-only-sets "$svectors_only_sets" --asr-train-set train_clean --asr-opts "$asr_opts" --train-nproc "$train_nproc" --jobs "$jobs" \
   --trials "data/test/trials data/test/trials_same_cond data/test_1s/trials data/test_1s/trials_same_cond"
 
-echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done: $exp/RESULTS.md, $exp/sv/{,test_1s/}*/*/results.json, $exp/plots, $exp/probes"
+elapsed=$((SECONDS - start_s))
+echo "$(date '+%Y-%m-%d %H:%M:%S') run.sh: done (stages $stage-$stop_stage in $((elapsed / 60)) min $((elapsed % 60)) s):" \
+  "$exp/RESULTS.md, $exp/sv/{,test_1s/}*/*/results.json, $exp/plots, $exp/probes"
