@@ -122,6 +122,37 @@ def test_model_shapes():
     assert out_len.tolist() == [10, 5, 2] and logits.shape == (3, 10, 10)
 
 
+def test_reverse_index_reverses_within_length_and_undoes_itself():
+    idx = asr.reverse_index(torch.tensor([3, 5, 1]), 5)
+    assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+    x = torch.arange(15.0).view(3, 5)
+    assert torch.equal(x.gather(1, idx).gather(1, idx), x)
+
+
+@pytest.mark.parametrize("subsample", [1, 2, 4])
+def test_outputs_do_not_depend_on_the_padding(subsample):
+    """Each utterance's logits in a padded batch (eval mode) are those of the utterance alone: odd
+    lengths put padding next to the last frame of every strided convolution and the GRUs' backward
+    direction would read it first."""
+    torch.manual_seed(0)
+    m = asr.CtcModel(7, 10, hidden=8, layers=2, subsample=subsample).eval()
+    lengths = torch.tensor([37, 21, 5, 13])
+    x = torch.randn(4, 37, 7)
+    with torch.no_grad():
+        logits, out_len = m(x, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone, n_out = m(x[i:i + 1, :n], lengths[i:i + 1])
+            assert n_out.item() == out_len[i].item() == alone.shape[1]
+            torch.testing.assert_close(logits[i, :alone.shape[1]], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_fingerprint_names_the_model_version(monkeypatch):
+    stats = type("S", (), {"mean": np.zeros(2, np.float32), "var": np.ones(2, np.float32)})()
+    a = asr._fingerprint(asr.AsrOptions(), "f.scp", {"u": "a b"}, stats)
+    monkeypatch.setattr(asr, "MODEL_VERSION", "other")
+    assert asr._fingerprint(asr.AsrOptions(), "f.scp", {"u": "a b"}, stats) != a
+
+
 # ----------------------------------------------------------------------------- training
 
 def test_overfits_toy_set_and_cli_outputs(tmp_path, caplog):
