@@ -273,13 +273,14 @@ def stats_of(feats) -> Stats:
 
 def _zero_past(h, lengths):
     """h (B, D, T) with the frames t >= lengths[b] of each sequence b set to 0."""
-    return h * (torch.arange(h.shape[2])[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]
+    keep = torch.arange(h.shape[2], device=h.device)[None, :] < lengths.to(h.device)[:, None]
+    return h * keep.to(h.dtype)[:, None, :]
 
 
 def reverse_index(lengths, T):
     """(B, T) time index that reverses each sequence within its length (frames past it stay put):
     x.gather(1, idx) reverses a padded batch, and the same gather undoes it."""
-    t = torch.arange(T)[None, :]
+    t = torch.arange(T, device=lengths.device)[None, :]
     n = lengths[:, None].to(t.dtype)
     return torch.where(t < n, n - 1 - t, t)
 
@@ -343,7 +344,7 @@ class CtcModel(nn.Module):
             h = _zero_past(conv(h), n)
         h = h.transpose(1, 2)
         out_len = self.out_lengths(lengths)
-        rev = reverse_index(out_len, h.shape[1])[:, :, None]
+        rev = reverse_index(out_len.to(h.device), h.shape[1])[:, :, None]
         for i, layer in enumerate(self.rnn):
             h = layer(self.drop(h) if i else h, rev)
         return self.out(self.drop(h)), out_len
