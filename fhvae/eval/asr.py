@@ -342,8 +342,7 @@ class CtcModel(nn.Module):
         for conv in self.conv:   # frames past a sequence's end zeroed: the padding of a sequence alone
             n = (n + 1) // 2 if self.n_strided else n
             h = _zero_past(conv(h), n)
-        h = h.transpose(1, 2)
-        out_len = self.out_lengths(lengths)
+        h, out_len = h.transpose(1, 2), n   # n: self.out_lengths(lengths)
         rev = reverse_index(out_len.to(h.device), h.shape[1])[:, :, None]
         for i, layer in enumerate(self.rnn):
             h = layer(self.drop(h) if i else h, rev)
