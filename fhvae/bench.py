@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -36,12 +37,15 @@ def _rss_mb():
 class _Step:
     """One optimization step of the paper model: forward, loss, backward, Adam on model and cache."""
 
-    def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False, fused=True):
+    def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False, fused=True, fused_adam=True):
+        from fhvae.train.trainer import adam
         self.device, self.amp, self.dense, self.fused = device, amp, dense, fused
         self.model = FHVAE(cfg, plain=plain).to(device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.95, 0.999))
+        t = SimpleNamespace(lr=1e-3, beta1=0.95, beta2=0.999)
+        opt = adam if fused_adam else lambda p, t, _: torch.optim.Adam(p, lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt = opt(self.model.parameters(), t, device)   # fhvae-train's, or Adam's per-parameter loop
         self.cache = torch.nn.Parameter(torch.randn(k, cfg.z2_dim, device=device))
-        self.copt = torch.optim.Adam([self.cache], lr=1e-3, betas=(0.95, 0.999))
+        self.copt = opt([self.cache], t, device)
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, cfg.seg_len, cfg.feat_dim, generator=g).to(device)
         self.idx = torch.randint(0, k, (batch,), generator=g).to(device)
@@ -263,6 +267,28 @@ def bench_layer(hidden=128, batch=128, seg_len=20, iters=30, warmup=3):
                                         / (res["split_forward_ms"] + res["split_backward_ms"]), 3)
     res["split_over_pytorch_ops"] = round((res["pytorch_ops_forward_ms"] + res["pytorch_ops_backward_ms"])
                                           / (res["split_forward_ms"] + res["split_backward_ms"]), 3)
+    return res
+
+
+def bench_adam(batch=128, iters=15, warmup=3, cfg=None):
+    """The optimizer's part of a training step: a whole step (forward, backward, Adam on the model and
+    the cache) and Adam's update alone, with PyTorch's fused Adam (fhvae-train's) against its
+    per-parameter loop (torch.optim.Adam's CPU default), timed interleaved; ms, medians."""
+    cfg = cfg or ModelConfig()
+    dev = torch.device("cpu")
+    steps = {"fused": _Step(cfg, 200, batch, dev), "loop": _Step(cfg, 200, batch, dev, fused_adam=False)}
+    whole = _time_interleaved(list(steps.values()), iters, warmup, dev)
+    for s in steps.values():   # gradients in place for the update-only timing
+        s()
+        for p in s.model.parameters():
+            p.grad = torch.randn_like(p)
+    update = _time_interleaved([s.opt.step for s in steps.values()], 5 * iters, warmup, dev)
+    res = {"hidden": (cfg.z2_hidden, cfg.z1_hidden, cfg.dec_hidden), "batch": batch,
+           "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in steps["fused"].model.parameters())}
+    for (name, s), w, u in zip(steps.items(), whole, update):
+        res[f"{name}_step_ms"], res[f"{name}_update_ms"] = round(1000 * w, 2), round(1000 * u, 3)
+    res["step_speedup"] = round(whole[1] / whole[0], 3)
+    res["update_speedup"] = round(update[1] / update[0], 2)
     return res
 
 

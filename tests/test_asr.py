@@ -146,6 +146,28 @@ def test_outputs_do_not_depend_on_the_padding(subsample):
             torch.testing.assert_close(logits[i, :alone.shape[1]], alone[0], rtol=1e-5, atol=1e-6)
 
 
+def test_masked_batch_norm_takes_its_training_statistics_from_the_frames_only():
+    """In training mode the statistics (output and running estimates) are those of nn.BatchNorm1d over
+    the sequences' frames alone, whatever the padding holds; in eval mode it is nn.BatchNorm1d."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([6, 3, 1])
+    x = 5 + 3 * torch.randn(3, 4, 6)
+    x[1, :, 3:], x[2, :, 1:] = 100.0, -50.0   # padding far from the data
+    bn, ref = asr.MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    ref.load_state_dict(bn.state_dict())
+    frames = torch.cat([x[b, :, :n] for b, n in enumerate(lengths.tolist())], dim=1)   # (C, 10)
+    y, y_ref = bn(x, lengths), ref(frames[None])[0]
+    got = torch.cat([y[b, :, :n] for b, n in enumerate(lengths.tolist())], dim=1)
+    torch.testing.assert_close(got, y_ref, rtol=1e-5, atol=1e-5)
+    for k in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, k), getattr(ref, k))
+    bn.eval(), ref.eval()
+    torch.testing.assert_close(bn(x, lengths), ref(x))
+
+
 def test_checkpoint_fingerprint_names_the_model_version(monkeypatch):
     stats = type("S", (), {"mean": np.zeros(2, np.float32), "var": np.ones(2, np.float32)})()
     a = asr._fingerprint(asr.AsrOptions(), "f.scp", {"u": "a b"}, stats)

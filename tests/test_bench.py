@@ -29,6 +29,14 @@ def test_malloc_compares_fresh_processes_with_the_tuning_off_and_on():
     assert r["step_speedup"] == pytest.approx(r["off_step_ms"] / r["on_step_ms"], rel=0.02)
 
 
+def test_adam_times_the_fused_update_against_the_loop():
+    r = bench.bench_adam(batch=4, iters=2, warmup=1, cfg=TINY)
+    assert r["parameters"] == sum(p.numel() for p in bench.FHVAE(TINY).parameters())
+    for name in ("fused", "loop"):
+        assert r[f"{name}_step_ms"] > 0 and r[f"{name}_update_ms"] > 0
+    assert r["step_speedup"] == pytest.approx(r["loop_step_ms"] / r["fused_step_ms"], rel=0.02)
+
+
 def test_memory_reports_the_median_of_fresh_processes_with_its_spread():
     r = bench.bench_memory(ms=(50,), k=20, steps=1, batch=4, repeats=2)   # 4 processes
     assert r["m"] == [50] and r["repeats"] == 2

@@ -112,6 +112,7 @@ def test_lr_schedule_sets_the_optimizer_rates(sets):
     g = opt["param_groups"][0]
     assert g["base_lr"] == pytest.approx(lr0)
     assert g["lr"] == pytest.approx(lr0 * lr_scale(config.TrainConfig(lr_decay_steps=9, lr_final=0.2), 8))
+    assert g["fused"] is True   # PyTorch's fused Adam on CPU (trainer.adam)
 
 
 def test_hierarchical_with_k_equal_m_matches_flat(sets):

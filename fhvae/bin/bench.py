@@ -14,6 +14,7 @@ EPILOG = """examples:
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
   fhvae-bench layer --hidden 128 --batch 128 # one LSTM layer: C kernels split / one chunk vs PyTorch ops
   fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
+  fhvae-bench adam --hidden 128 --batch 128 # a step with fused Adam (fhvae-train's) vs Adam's per-parameter loop
   fhvae-bench vml --procs 200                # wrong first MKL VML calls without / with fhvae/mkl.py's warm-up
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
@@ -41,7 +42,7 @@ def _table(res):
 def _main(argv):
     p = argparse.ArgumentParser(prog="fhvae-bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "gemms", "loader", "export", "index", "procs", "malloc",
+    p.add_argument("which", choices=["step-vs-k", "memory", "throughput", "gemms", "loader", "export", "index", "procs", "malloc", "adam",
                                       "layer", "vml", "all"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
@@ -58,7 +59,7 @@ def _main(argv):
     p.add_argument("--index-utts", type=int, default=10_000_000, help="index: utterances")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--hidden", type=int, default=256,
-                   help="throughput, gemms, layer, procs, malloc: LSTM cells of every encoder/decoder (256: the paper; "
+                   help="throughput, gemms, layer, procs, malloc, adam: LSTM cells of every encoder/decoder (256: the paper; "
                         "128: the mini recipe)")
     p.add_argument("--procs", type=int,
                    help="procs: DDP processes, one thread each (default 2); vml: pairs of fresh processes (default 200)")
@@ -95,6 +96,9 @@ def _main(argv):
             r = bench.bench_layer(args.hidden, args.batch, iters=max(args.iters, 5))
         elif w == "malloc":
             r = bench.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
+        elif w == "adam":
+            cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
+            r = bench.bench_adam(args.batch, max(args.iters, 5), cfg=cfg)
         elif w == "vml":
             r = bench.bench_vml(args.procs or 200, threads=args.threads or 2)
         elif w == "loader":

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 BLANK = 0
 ALL_CONDS = "all"
-MODEL_VERSION = "conv-bigru-2"  # in checkpoint fingerprints: a checkpoint of another CtcModel is not resumed
+MODEL_VERSION = "conv-bigru-3"  # in checkpoint fingerprints: a checkpoint of another CtcModel is not resumed
 
 
 @dataclass
@@ -306,6 +306,26 @@ class BiGRU(nn.Module):
         return torch.cat([f, r.gather(1, rev.expand(-1, -1, r.shape[2]))], dim=2)
 
 
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over (B, C, T) whose training statistics (batch mean and variance, and so the running
+    estimates) come from each sequence's frames t < lengths[b] only, not from the batch's padding.
+    Evaluation mode is nn.BatchNorm1d's (running estimates); the parameters and buffers are its too."""
+
+    def forward(self, h, lengths):
+        if not self.training:
+            return super().forward(h)
+        keep = (torch.arange(h.shape[2], device=h.device)[None, :] < lengths.to(h.device)[:, None]).to(h.dtype)
+        n = keep.sum()
+        mean = (h * keep[:, None]).sum((0, 2)) / n
+        var = (((h - mean[None, :, None]) * keep[:, None]) ** 2).sum((0, 2)) / n
+        with torch.no_grad():   # unbiased variance in the running estimate, as nn.BatchNorm1d
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1).clamp(min=1), self.momentum)
+        h = (h - mean[None, :, None]) * torch.rsqrt(var + self.eps)[None, :, None]
+        return h * self.weight[None, :, None] + self.bias[None, :, None]
+
+
 class CtcModel(nn.Module):
     """(B, T, D) features -> (B, T', C) CTC logits, T' = ceil(T / subsample), C = n_labels.
 
@@ -323,7 +343,7 @@ class CtcModel(nn.Module):
         convs, d = [], in_dim
         for _ in range(max(1, self.n_strided)):
             convs.append(nn.Sequential(nn.Conv1d(d, hidden, 3, stride=2 if self.n_strided else 1, padding=1),
-                                       nn.BatchNorm1d(hidden), nn.ReLU()))
+                                       MaskedBatchNorm1d(hidden), nn.ReLU()))
             d = hidden
         self.conv = nn.ModuleList(convs)
         self.rnn = nn.ModuleList(BiGRU(hidden if i == 0 else 2 * hidden, hidden) for i in range(layers))
@@ -339,9 +359,9 @@ class CtcModel(nn.Module):
     def forward(self, x, lengths):
         """x (B, T, D), lengths (B,) -> logits (B, T', C), out lengths (B,)."""
         h, n = _zero_past(x.transpose(1, 2), lengths), lengths
-        for conv in self.conv:   # frames past a sequence's end zeroed: the padding of a sequence alone
+        for conv, norm, relu in self.conv:   # frames past a sequence's end zeroed: the padding of a sequence alone
             n = (n + 1) // 2 if self.n_strided else n
-            h = _zero_past(conv(h), n)
+            h = _zero_past(relu(norm(conv(h), n)), n)
         h, out_len = h.transpose(1, 2), n   # n: self.out_lengths(lengths)
         rev = reverse_index(out_len.to(h.device), h.shape[1])[:, :, None]
         for i, layer in enumerate(self.rnn):
