@@ -271,10 +271,15 @@ def stats_of(feats) -> Stats:
 
 # ----------------------------------------------------------------------------- model
 
+def _frame_mask(h, lengths):
+    """(B, 1, T) mask of h (B, D, T) in h's dtype: 1 at the frames t < lengths[b] of sequence b, else 0."""
+    keep = torch.arange(h.shape[2], device=h.device)[None, :] < lengths.to(h.device)[:, None]
+    return keep.to(h.dtype)[:, None, :]
+
+
 def _zero_past(h, lengths):
     """h (B, D, T) with the frames t >= lengths[b] of each sequence b set to 0."""
-    keep = torch.arange(h.shape[2], device=h.device)[None, :] < lengths.to(h.device)[:, None]
-    return h * keep.to(h.dtype)[:, None, :]
+    return h * _frame_mask(h, lengths)
 
 
 def reverse_index(lengths, T):
@@ -314,10 +319,10 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, h, lengths):
         if not self.training:
             return super().forward(h)
-        keep = (torch.arange(h.shape[2], device=h.device)[None, :] < lengths.to(h.device)[:, None]).to(h.dtype)
+        keep = _frame_mask(h, lengths)
         n = keep.sum()
-        mean = (h * keep[:, None]).sum((0, 2)) / n
-        var = (((h - mean[None, :, None]) * keep[:, None]) ** 2).sum((0, 2)) / n
+        mean = (h * keep).sum((0, 2)) / n
+        var = (((h - mean[None, :, None]) * keep) ** 2).sum((0, 2)) / n
         with torch.no_grad():   # unbiased variance in the running estimate, as nn.BatchNorm1d
             self.num_batches_tracked += 1
             self.running_mean.lerp_(mean, self.momentum)
