@@ -334,7 +334,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 class CtcModel(nn.Module):
     """(B, T, D) features -> (B, T', C) CTC logits, T' = ceil(T / subsample), C = n_labels.
 
-    ``log2(subsample)`` stride-2 convolutions (kernel 3, batch norm, ReLU; one stride-1
+    ``log2(subsample)`` stride-2 convolutions (kernel 3, batch norm over the frames, ReLU; one stride-1
     convolution for subsample 1), ``layers`` bidirectional GRU layers of ``hidden`` units per
     direction (dropout between them), a linear output.
     """
