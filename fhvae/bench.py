@@ -22,6 +22,7 @@ from tqdm import tqdm
 from fhvae.malloc import keep_freed_memory
 from fhvae.models import cpu_kernels, losses
 from fhvae.models.fhvae import FHVAE, ModelConfig
+from fhvae.train.trainer import adam
 
 
 def _sync(device):
@@ -38,7 +39,6 @@ class _Step:
     """One optimization step of the paper model: forward, loss, backward, Adam on model and cache."""
 
     def __init__(self, cfg, k, batch, device, plain=False, amp=False, dense=False, fused=True, fused_adam=True):
-        from fhvae.train.trainer import adam
         self.device, self.amp, self.dense, self.fused = device, amp, dense, fused
         self.model = FHVAE(cfg, plain=plain).to(device)
         t = SimpleNamespace(lr=1e-3, beta1=0.95, beta2=0.999)
@@ -314,6 +314,7 @@ def _procs_worker(rank, procs, port, cfg, batch, iters, warmup, out):
     if rank == 0:
         with open(out, "w") as f:
             json.dump({"step_s": float(t)}, f)
+    dist.barrier()   # neither rank tears down the group (rank 0 hosts its store) while the other still uses it
     dist.destroy_process_group()
 
 
