@@ -44,6 +44,9 @@ class TrainConfig:
     lr_final: float = 0.05           # fraction of lr left at the end of the decay
     beta1: float = 0.95
     beta2: float = 0.999
+    ema_decay: float = 0.0           # > 0: the dev bound, best.pt and so the export use an exponential moving
+                                     # average of the weights, decay min(ema_decay, (1 + n) / (10 + n)) after n
+                                     # steps (0 = the weights as trained: the paper)
     epoch_steps: int = 1000          # steps between dev evaluations / checkpoints ("epoch")
     max_epochs: int = 100
     patience: int = 10               # epochs without dev-bound improvement before stopping
@@ -87,6 +90,7 @@ class Config:
             (t.lr_warmup_steps >= 0 and t.lr_decay_steps >= 0,
              "train.lr_warmup_steps and train.lr_decay_steps must be >= 0"),
             (0 <= t.lr_final <= 1, "train.lr_final must be a fraction in [0, 1]"),
+            (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
             (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)"),
             (t.alpha >= 0, "train.alpha must be >= 0"),
             (t.vq_lr_mult > 0, "train.vq_lr_mult must be > 0"),

@@ -1,4 +1,5 @@
 """Trainer, resume, hierarchical vs flat, export: on tiny synthetic feature sets."""
+import copy
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ from fhvae import config
 from fhvae.errors import ConfigError, FhvaeError, TrainingError
 from fhvae.export import export
 from fhvae.train import checkpoint as ckpt
-from fhvae.train.trainer import Trainer, lr_scale, prepare_exp_dir
+from fhvae.features.stats import load_stats
+from fhvae.models.fhvae import FHVAE
+from fhvae.train.trainer import DevSet, Trainer, adam, ema_model, load_adam_state, lr_scale, prepare_exp_dir
 from tests.fakedata import make_feats_dir, write_stats
 
 TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
@@ -63,8 +66,9 @@ def test_training_writes_outputs_and_finishes(sets):
     assert train(sets, exp)["step"] == 9
 
 
-@pytest.mark.parametrize("schedule", [[], [("train.lr_warmup_steps", 2), ("train.lr_decay_steps", 5)]],
-                         ids=["constant_lr", "warmup_cosine"])
+@pytest.mark.parametrize("schedule", [[], [("train.lr_warmup_steps", 2), ("train.lr_decay_steps", 5)],
+                                      [("train.ema_decay", 0.9)]],
+                         ids=["constant_lr", "warmup_cosine", "ema"])
 def test_resume_after_interruption_gives_same_model(sets, monkeypatch, schedule):
     ref = str(sets / "ref")
     train(sets, ref, schedule)
@@ -88,8 +92,86 @@ def test_resume_after_interruption_gives_same_model(sets, monkeypatch, schedule)
     summary = train(sets, exp, schedule)
     assert summary["step"] == 9
     assert_same_weights(weights(ref), weights(exp))
+    assert_same_weights(weights(ref, "best"), weights(exp, "best"))
     recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
     assert [r["step"] for r in recs] == [3, 6, 9]
+
+
+def test_adam_state_of_the_per_parameter_adam_resumes_fused():
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
+    t = config.TrainConfig()
+
+    def step(opt, i):
+        opt.zero_grad()
+        sum(((p - i) ** 3).sum() for p in ps).backward()   # a different gradient every step
+        opt.step()
+
+    old = torch.optim.Adam(ps, lr=t.lr, betas=(t.beta1, t.beta2))   # what checkpoints before fused Adam hold
+    for i in range(3):
+        step(old, i)
+    saved, state = [p.detach().clone() for p in ps], copy.deepcopy(old.state_dict())
+
+    def one_more(opt):   # step 4 from the saved weights
+        with torch.no_grad():
+            for p, s in zip(ps, saved):
+                p.copy_(s)
+        step(opt, 3)
+        return [p.detach().clone() for p in ps]
+
+    want = one_more(old)
+    new = adam(ps, t, "cpu")
+    load_adam_state(new, copy.deepcopy(state))
+    assert new.param_groups[0]["fused"] is True
+    for p, w in zip(one_more(new), want):
+        assert torch.allclose(p, w, rtol=0, atol=1e-7)
+    fresh = one_more(adam(ps, t, "cpu"))   # without the state the step differs: the test can fail
+    assert not all(torch.allclose(p, w, rtol=0, atol=1e-7) for p, w in zip(fresh, want))
+
+
+def test_ema_model_follows_the_moving_average():
+    m = torch.nn.Linear(3, 2)
+    avg = ema_model(m, 0.5)
+    seen = []
+    for i in range(4):
+        with torch.no_grad():
+            m.weight.add_(float(i + 1))
+        seen.append(m.weight.detach().clone())
+        avg.update_parameters(m)
+    want = seen[0]   # the first update copies; then decay min(0.5, (1 + n) / (10 + n)) after n updates
+    for n, w in enumerate(seen[1:], start=1):
+        d = min(0.5, (1 + n) / (10 + n))
+        want = d * want + (1 - d) * w
+    assert torch.allclose(avg.module.weight, want)
+    assert not torch.allclose(avg.module.weight, m.weight)
+
+
+def test_ema_weights_go_to_best_and_the_dev_bound(sets):
+    exp = str(sets / "exp")
+    train(sets, exp, [("train.ema_decay", 0.9)])
+    best, last = weights(exp, "best"), weights(exp, "last")
+    assert best.keys() == last.keys()
+    assert not torch.equal(best["x_mu.weight"], last["x_mu.weight"])   # best.pt: the average, last: as trained
+    main = torch.load(os.path.join(ckpt.last_step_dir(os.path.join(exp, "checkpoints")), "model.pt"),
+                      weights_only=False)
+    avg = {k[len("module."):]: v for k, v in main["ema"].items() if k.startswith("module.")}
+    recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
+    if recs[-1]["best"]:
+        assert_same_weights(avg, best)
+    cfg = config.load_config(None, TINY)   # the last dev bound is the average's, not the trained weights'
+    dev = DevSet(f"{sets}/dev", load_stats(f"{sets}/train/stats.npz"), 10, 10, 8)
+    model = FHVAE(cfg.model)
+    got = []
+    for w in (avg, last):
+        model.load_state_dict(w)
+        got.append(dev.bound(model.eval(), cfg.model.z2_prior_var, torch.device("cpu"), seed=1)["bound"])
+    assert recs[-1]["dev"]["bound"] == pytest.approx(got[0], abs=1e-3)
+    assert abs(got[0] - got[1]) > 1e-3
+    plain = str(sets / "plain")
+    train(sets, plain)
+    assert_same_weights(weights(plain, "last"), last)   # the average does not change the training itself
+    with pytest.raises(ConfigError, match="ema_decay"):
+        config.load_config(None, TINY + [("train.ema_decay", 1.0)])
 
 
 def test_lr_schedule_warmup_then_cosine_then_constant():

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from fhvae import config as config_mod
@@ -60,6 +61,26 @@ def adam(params, t, device):
     2 cores, ~2 ms less per step; BENCHMARKS.md 3g)."""
     return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2),
                             fused=torch.device(device).type in ("cpu", "cuda"))
+
+
+def load_adam_state(opt, state):
+    """``opt.load_state_dict(state)`` keeping opt's own ``fused`` setting, which load_state_dict would
+    take from the saved groups (a state saved before fhvae-train used the fused Adam would switch it off)."""
+    fused = [g["fused"] for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for g, f in zip(opt.param_groups, fused):
+        g["fused"] = f
+
+
+def ema_model(model, decay):
+    """A copy of ``model`` whose weights follow an exponential moving average of ``model``'s
+    (``update_parameters(model)`` after each step): decay min(decay, (1 + n) / (10 + n)) after n updates,
+    so the first steps' weights fade out quickly."""
+    @torch.no_grad()
+    def update(avg, cur, n):
+        n = float(n)
+        torch._foreach_lerp_(avg, cur, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def load_set(data_dir, seg_len):
@@ -204,6 +225,12 @@ class Trainer:
             self.reservoir = Reservoir(t.vq_reservoir, cfg.model.z1_dim)
             self.code_counts = np.zeros(cfg.model.vq_codes, dtype=np.int64)
         self.opt = adam(groups, t, self.device)
+        self.ema = ema_model(self.model, t.ema_decay) if t.ema_decay > 0 else None
+
+    @property
+    def eval_model(self):
+        """The weights the dev bound, best.pt and the export use: the moving average with train.ema_decay."""
+        return self.model if self.ema is None else self.ema.module
 
     def _new_cache(self, data):
         """Cache rows = MAP estimates for the block's sequences, with a fresh Adam."""
@@ -320,6 +347,8 @@ class Trainer:
                 g["lr"] = g.setdefault("base_lr", g["lr"]) * scale
         self.opt.step()
         self.cache_opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         if "vq_codes" in out:
             self.code_counts += np.bincount(out["vq_codes"].cpu().numpy(), minlength=len(self.code_counts))
             self.reservoir.add(out["vq_ze"], seed=(self.seed, self.dist.rank, st["step"]))
@@ -362,9 +391,9 @@ class Trainer:
         """Dev bound, metrics line, checkpoint, early stopping. Returns True to stop."""
         cfg, t = self.cfg, self.cfg.train
         st["epoch"] += 1
-        self.model.eval()
-        dev = self.dev.bound(self.model, cfg.model.z2_prior_var, self.device, seed=t.seed)
-        self.model.train()
+        self.eval_model.eval()
+        dev = self.dev.bound(self.eval_model, cfg.model.z2_prior_var, self.device, seed=t.seed)
+        self.eval_model.train()
         if not math.isfinite(dev["bound"]):
             raise TrainingError(f"dev lower bound is {dev['bound']} after step {st['step']} "
                                 f"(terms: {dev}); stopping")
@@ -408,9 +437,9 @@ class Trainer:
         if self.dist.rank == 0:
             ckpt.save_part(self.ckpt_dir, step, "model", {
                 "model": self.model.state_dict(), "opt": self.opt.state_dict(), "state": dict(st),
-                "world": self.dist.world})
+                "world": self.dist.world, "ema": None if self.ema is None else self.ema.state_dict()})
             if improved:
-                ckpt.save_best(self.ckpt_dir, self.model.state_dict(),
+                ckpt.save_best(self.ckpt_dir, self.eval_model.state_dict(),
                                {"step": step, "dev_bound": st["best_dev"]})
         self.dist.barrier()
         if self.dist.rank == 0:
@@ -427,13 +456,18 @@ class Trainer:
                               f"(now {self.dist.world})")
         part = ckpt.load_part(d, f"rank{self.dist.rank}", self.device)
         self.model.load_state_dict(main["model"])
-        self.opt.load_state_dict(main["opt"])
+        load_adam_state(self.opt, main["opt"])
+        if self.ema is not None:
+            if main.get("ema") is None:
+                raise ConfigError(f"{d} was written without train.ema_decay; resume with the config it was "
+                                  f"trained with")
+            self.ema.load_state_dict(main["ema"])
         st.update(main["state"])
         st["block"], st["pos"] = part["block"], part["pos"]
         self.utts.bad.update(part.get("broken", {}))
         self.cache = torch.nn.Parameter(part["cache"].to(self.device))
         self.cache_opt = adam([self.cache], self.cfg.train, self.device)
-        self.cache_opt.load_state_dict(part["cache_opt"])
+        load_adam_state(self.cache_opt, part["cache_opt"])
         if self.model.vq is not None:
             self.reservoir.load_state_dict(part["reservoir"])
         if self.dist.rank == 0:
