@@ -144,6 +144,13 @@ def test_ema_model_follows_the_moving_average():
         want = d * want + (1 - d) * w
     assert torch.allclose(avg.module.weight, want)
     assert not torch.allclose(avg.module.weight, m.weight)
+    bn = torch.nn.BatchNorm1d(3)   # float buffers averaged, the integer batch counter copied
+    avg = ema_model(bn, 0.5)
+    for _ in range(3):
+        bn(torch.randn(8, 3) + 5)
+        avg.update_parameters(bn)
+    assert int(avg.module.num_batches_tracked) == 3
+    assert 0 < float(avg.module.running_mean.mean()) < float(bn.running_mean.mean())
 
 
 def test_ema_weights_go_to_best_and_the_dev_bound(sets):

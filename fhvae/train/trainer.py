@@ -75,9 +75,13 @@ def load_adam_state(opt, state):
 def ema_model(model, decay):
     """A copy of ``model`` whose weights follow an exponential moving average of ``model``'s
     (``update_parameters(model)`` after each step): decay min(decay, (1 + n) / (10 + n)) after n updates,
-    so the first steps' weights fade out quickly."""
+    so the first steps' weights fade out quickly. Buffers are averaged too (batch-norm statistics),
+    integer ones (its batch counter) copied."""
     @torch.no_grad()
-    def update(avg, cur, n):
+    def update(avg, cur, n):   # called per device and dtype
+        if not avg[0].is_floating_point():
+            torch._foreach_copy_(avg, cur)
+            return
         n = float(n)
         torch._foreach_lerp_(avg, cur, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
