@@ -229,3 +229,18 @@ def test_unparseable_scp_lines(tmp_path):
     (tmp_path / "feats.scp").write_text("u1 copy-feats ark:a.ark ark:- |\n")
     with pytest.raises(DataError, match=r"feats.scp:1: pipes are not supported"):
         FeatReader(tmp_path / "feats.scp")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_outputs_get_the_mode_of_a_new_file(tmp_path, umask):
+    """Temp-then-rename must not leave mkstemp's 0600 on a written ark, scp or checkpoint."""
+    from fhvae.io.atomic import atomic_write_text
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "a.txt"), "x\n")
+        with ArkScpWriter(str(tmp_path / "v.ark"), str(tmp_path / "v.scp")) as w:
+            w.write("u1", np.zeros(3, np.float32))
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "v.ark", "v.scp"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name

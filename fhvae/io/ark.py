@@ -20,14 +20,13 @@ import contextlib
 import os
 import re
 import struct
-import tempfile
 import threading
 
 import numpy as np
 from kaldiio.matio import read_matrix_or_vector, write_array
 
 from fhvae.errors import DataError
-from fhvae.io.atomic import atomic_write_text
+from fhvae.io.atomic import atomic_write_text, new_temp
 from fhvae.io.datadir import read_kv
 
 # Bytes per element of the uncompressed binary types.
@@ -312,11 +311,7 @@ class ArkScpWriter:
         self._tmp = None
 
     def __enter__(self):
-        d = os.path.dirname(self.ark_path)
-        os.makedirs(d, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(
-            prefix="." + os.path.basename(self.ark_path) + ".", suffix=".tmp", dir=d
-        )
+        fd, self._tmp = new_temp(self.ark_path)
         self._fd = os.fdopen(fd, "wb")
         return self
 
