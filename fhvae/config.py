@@ -120,9 +120,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _coerce(value, default, key):
-    """Coerce a YAML/CLI value to the type of the field's default; ConfigError if impossible."""
-    typ = type(default)
+def coerce(value, typ, key):
+    """Coerce a YAML/CLI value to ``typ`` (bool, int, float or str); ConfigError naming ``key`` if
+    impossible. Strings given for other types are read as YAML ('1e-3', 'true')."""
     if isinstance(value, str) and typ is not str:
         value = yaml.safe_load(value)
     if typ is bool:
@@ -142,7 +142,8 @@ def _coerce(value, default, key):
     raise ConfigError(f"{key}: unsupported type {typ.__name__}")
 
 
-def _unknown(key, choices, where):
+def unknown_key(key, choices, where):
+    """ConfigError for an unknown ``key``, with a did-you-mean among ``choices``."""
     close = difflib.get_close_matches(key, choices, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
     return ConfigError(f"{where}: unknown key '{key}'{hint}")
@@ -156,12 +157,12 @@ def set_value(cfg, dotted, value, where="override"):
     sec_name, key = parts
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     if sec_name not in sections:
-        raise _unknown(sec_name, sections, where)
+        raise unknown_key(sec_name, sections, where)
     sec = sections[sec_name]
     names = [f.name for f in dataclasses.fields(sec)]
     if key not in names:
-        raise _unknown(key, names, f"{where} ({sec_name})")
-    setattr(sec, key, _coerce(value, getattr(sec, key), f"{sec_name}.{key}"))
+        raise unknown_key(key, names, f"{where} ({sec_name})")
+    setattr(sec, key, coerce(value, type(getattr(sec, key)), f"{sec_name}.{key}"))
 
 
 def from_dict(d, where="config"):

@@ -11,7 +11,6 @@ split the data dir by speaker into ``nj`` parts, run one job per part writing
 (absolute ark paths, sorted), ``utt2num_frames`` and ``frame_shift``.
 """
 import dataclasses
-import difflib
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import kaldi_native_fbank as knf
 import numpy as np
 import yaml
 
+from fhvae.config import coerce, unknown_key
 from fhvae.errors import ConfigError, DataError
 from fhvae.io.ark import ArkScpWriter, read_scp
 from fhvae.io.atomic import atomic_write_text
@@ -72,10 +72,8 @@ class FbankConfig:
         for raw_key, value in d.items():
             key = str(raw_key).replace("-", "_")
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
-                raise ConfigError(f"{where}: unknown fbank option '{raw_key}'{hint}")
-            values[key] = _coerce(value, fields[key].type, f"{where}: {raw_key}")
+                raise unknown_key(str(raw_key), list(fields), f"{where} (fbank)")
+            values[key] = coerce(value, type(getattr(cls, key)), f"{where}: {raw_key}")
         cfg = cls(**values)
         cfg.validate(where)
         return cfg
@@ -151,26 +149,6 @@ class FbankConfig:
         if self.snip_edges:
             return 0 if num_samples < length else 1 + (num_samples - length) // shift
         return (num_samples + shift // 2) // shift
-
-
-def _coerce(value, typ, where):
-    """Check ``value`` against the dataclass field type (given as a string or a type)."""
-    name = typ if isinstance(typ, str) else typ.__name__
-    if name == "bool":
-        if isinstance(value, bool):
-            return value
-    elif name == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif name == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif name == "str":
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{where}: expected {name}, got {value!r}")
 
 
 def compute_fbank(samples, cfg):
