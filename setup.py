@@ -17,7 +17,7 @@ setup(
     version="0.1.0",
     description="Scalable FHVAE toolkit: Kaldi-style recipes, hierarchical sampling, Kaldi exports",
     packages=find_packages(include=["fhvae", "fhvae.*"]),
-    package_data={"fhvae.models": ["lstm_kernels.c"]},  # compiled on first use (fhvae/models/cpu_kernels.py)
+    package_data={"fhvae.cpu": ["lstm_kernels.c"]},  # compiled on first use (fhvae/cpu/kernels.py)
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.0",

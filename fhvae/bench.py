@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fhvae.malloc import keep_freed_memory
-from fhvae.models import cpu_kernels, losses
+from fhvae.cpu.malloc import keep_freed_memory
+from fhvae.cpu import kernels as cpu_kernels
+from fhvae.models import losses
 from fhvae.models.fhvae import FHVAE, ModelConfig
 from fhvae.train.trainer import adam
 
@@ -369,7 +370,7 @@ def bench_memory(ms=(1000, 10000, 100000, 1000000), k=2000, steps=3, batch=256, 
 
     Each point runs in its own process, ``repeats`` times (rounds over all points, so the host's load
     drifts evenly); the median per point is reported, with its min and max: freed memory that the
-    heap keeps (``fhvae/malloc.py``) moves one sample by up to ~100 MB. Features are excluded (see
+    heap keeps (``fhvae/cpu/malloc.py``) moves one sample by up to ~100 MB. Features are excluded (see
     the loader benchmark): this measures model, cache, optimizer state, gradients and the
     (batch x rows) discriminative matrix.
     """
@@ -557,7 +558,7 @@ def _malloc_worker(hidden, batch, iters, threads):
 
 
 def bench_malloc(hidden=128, batch=128, iters=15, reps=3, threads=2):
-    """fhvae/malloc.py on against off: ``reps`` pairs of fresh processes (off, on, off, on, ...); medians
+    """fhvae/cpu/malloc.py on against off: ``reps`` pairs of fresh processes (off, on, off, on, ...); medians
     over the pairs of each one's median step time, page faults and system time per step, and the
     segments/s of the export's z2 + z1 encoders (batches of inference_batch)."""
     runs = {"0": [], "1": []}
@@ -578,7 +579,7 @@ def bench_malloc(hidden=128, batch=128, iters=15, reps=3, threads=2):
 
 
 def bench_vml(procs=200, threads=2):
-    """MKL VML's first-call race (fhvae/mkl.py): ``procs`` pairs of fresh processes, one without and one
+    """MKL VML's first-call race (fhvae/cpu/mkl.py): ``procs`` pairs of fresh processes, one without and one
     with ``warm_up_vml()``, each pair started together (two compete for the cores, which is when the race
     shows). Each process makes the first and second call of exp, log and sqrt on a (4096,) float32
     tensor with ``threads`` threads; a first call that differs from the second is a wrong one.
@@ -586,7 +587,7 @@ def bench_vml(procs=200, threads=2):
     res = {"pairs": procs, "threads": threads}
     counts = {arm: {} for arm in ("cold", "warm")}
     for _ in tqdm(range(procs), desc="vml pairs", unit="pair"):
-        run = {arm: subprocess.Popen([sys.executable, "-m", "fhvae.mkl", "_first_calls", str(threads), flag],
+        run = {arm: subprocess.Popen([sys.executable, "-m", "fhvae.cpu.mkl", "_first_calls", str(threads), flag],
                                      stdout=subprocess.PIPE, text=True)
                for arm, flag in (("cold", "0"), ("warm", "1"))}
         for arm, proc in run.items():

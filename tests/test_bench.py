@@ -47,7 +47,7 @@ def test_memory_reports_the_median_of_fresh_processes_with_its_spread():
 
 
 def test_layer_times_the_split_one_chunk_and_pytorch_ops():
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     r = bench.bench_layer(hidden=16, batch=40, seg_len=4, iters=3, warmup=1)
     for name in ("split", "one_chunk", "pytorch_ops"):
         assert r[f"{name}_forward_ms"] > 0 and r[f"{name}_backward_ms"] > 0

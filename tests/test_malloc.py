@@ -1,16 +1,16 @@
-"""fhvae/malloc.py: freed large tensors stay in the heap (fewer page faults on reuse)."""
+"""fhvae/cpu/malloc.py: freed large tensors stay in the heap (fewer page faults on reuse)."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from fhvae import malloc
+from fhvae.cpu import malloc
 
 # Allocate and fill a 32 MB tensor 20 times; print the page faults of the last 19.
 PROBE = """
 import resource, sys, torch
-from fhvae.malloc import keep_freed_memory
+from fhvae.cpu.malloc import keep_freed_memory
 torch.set_num_threads(1)
 print(keep_freed_memory(), file=sys.stderr)
 def use():

@@ -1,8 +1,8 @@
-"""fhvae/mkl.py: MKL VML kernels are chosen in one thread before the models compute anything."""
+"""fhvae/cpu/mkl.py: MKL VML kernels are chosen in one thread before the models compute anything."""
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fhvae import mkl
+from fhvae.cpu import mkl
 from fhvae.eval.asr import CtcModel
 from fhvae.models.fhvae import FHVAE, ModelConfig
 

@@ -151,7 +151,7 @@ def test_inference_mode_and_thread_count_untouched():
 def test_fused_step_kernels_match_pytorch_ops(const, strided, monkeypatch):
     """The compiled kernels (lstm_kernels.c) give the PyTorch formulation's outputs and gradients,
     also for inputs and output gradients that are views with other strides."""
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
     g = torch.Generator().manual_seed(1)
     H, T, B = 16, 7, 5
@@ -180,7 +180,7 @@ def test_fused_kernels_split_the_batch_over_threads(threads):
     thread (40 columns on 2 threads: 32 + 8; on 3: 16 + 16 + 8): same outputs and gradients as the
     PyTorch formulation, for training and for the inference path (no saved buffers), and the
     caller's thread count is left as it was."""
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     from fhvae.models.fhvae import _lstm_layer_forward
     assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
     old = torch.get_num_threads()
@@ -223,7 +223,7 @@ def test_initialization_is_the_2017_codes():
 
 
 def test_no_compiler_falls_back_with_a_warning(tmp_path, monkeypatch, caplog):
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     monkeypatch.setattr(cpu_kernels, "_tried", False)
     monkeypatch.setattr(cpu_kernels, "_lib", None)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
@@ -237,7 +237,7 @@ def test_no_compiler_falls_back_with_a_warning(tmp_path, monkeypatch, caplog):
 
 def test_no_blas_sgemm_falls_back_with_a_warning(monkeypatch, caplog):
     """The C kernels call the sgemm_ of PyTorch's own library; without one, the PyTorch ops."""
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     monkeypatch.setattr(cpu_kernels, "_tried", False)
     monkeypatch.setattr(cpu_kernels, "_lib", None)
     monkeypatch.setattr(cpu_kernels, "_blas", lambda: (None, None))
@@ -247,7 +247,7 @@ def test_no_blas_sgemm_falls_back_with_a_warning(monkeypatch, caplog):
 
 def test_blas_comes_from_pytorchs_library():
     """sgemm_ and, in the x86 wheels (MKL), the per-thread thread count the batch split needs."""
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     sgemm, threads = cpu_kernels._blas()
     assert sgemm is not None
     if "mkl" in torch.__config__.show().lower():
@@ -258,7 +258,7 @@ def test_loading_the_kernels_leaves_denormals_alone():
     """The kernel library must not switch on flush-to-zero / denormals-are-zero for the process
     (what -ffast-math's crtfastmath.o does when it is linked into a shared library)."""
     import numpy as np
-    from fhvae.models import cpu_kernels
+    from fhvae.cpu import kernels as cpu_kernels
     assert cpu_kernels.kernels() is not None
     tiny = np.array([5e-324])  # the smallest denormal double
     assert (tiny * 1.0)[0] != 0.0

@@ -7,12 +7,12 @@ import logging
 import sys
 
 from fhvae.errors import FhvaeError
-from fhvae.malloc import keep_freed_memory
+from fhvae.cpu.malloc import keep_freed_memory
 
 
 def run_cli(prog, fn, argv=None):
     """Run ``fn(argv)``; turn FhvaeError into ``prog: error: message`` and exit status 1.
-    Every command keeps freed memory in its heap (fhvae/malloc.py: no page faults on reuse)."""
+    Every command keeps freed memory in its heap (fhvae/cpu/malloc.py: no page faults on reuse)."""
     keep_freed_memory()
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {prog} %(levelname)s: %(message)s",

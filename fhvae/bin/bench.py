@@ -13,9 +13,9 @@ EPILOG = """examples:
   fhvae-bench gemms --hidden 128 --batch 128 # a training step's matrix products by shape, each alone
   fhvae-bench procs --hidden 128 --batch 128 # 2 one-thread DDP processes vs one 2-thread process
   fhvae-bench layer --hidden 128 --batch 128 # one LSTM layer: C kernels split / one chunk vs PyTorch ops
-  fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/malloc.py off and on
+  fhvae-bench malloc --hidden 128 --batch 128 # step and export speed with fhvae/cpu/malloc.py off and on
   fhvae-bench adam --hidden 128 --batch 128 # a step with fused Adam (fhvae-train's) vs Adam's per-parameter loop
-  fhvae-bench vml --procs 200                # wrong first MKL VML calls without / with fhvae/mkl.py's warm-up
+  fhvae-bench vml --procs 200                # wrong first MKL VML calls without / with fhvae/cpu/mkl.py's warm-up
   fhvae-bench loader --size-gb 20            # on-disk feats.scp of 20 GB
   fhvae-bench export
   fhvae-bench index --index-utts 10000000   # memory of the utterance index

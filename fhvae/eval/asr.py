@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fhvae import mkl
+from fhvae.cpu import mkl
 from fhvae.errors import ConfigError, DataError, TrainingError
 from fhvae.features.stats import Stats
 from fhvae.io.ark import FeatReader
@@ -341,7 +341,7 @@ class CtcModel(nn.Module):
 
     def __init__(self, in_dim, n_labels, hidden=128, layers=2, subsample=4, dropout=0.2):
         super().__init__()
-        mkl.warm_up_vml()   # before the first multi-threaded exp/log/sqrt (fhvae/mkl.py)
+        mkl.warm_up_vml()   # before the first multi-threaded exp/log/sqrt (fhvae/cpu/mkl.py)
         self.config = dict(in_dim=in_dim, n_labels=n_labels, hidden=hidden, layers=layers,
                            subsample=subsample, dropout=dropout)
         self.n_strided = int(round(math.log2(subsample)))

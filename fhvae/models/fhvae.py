@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from fhvae import mkl
+from fhvae.cpu import mkl
 from fhvae.errors import ConfigError
-from fhvae.models import cpu_kernels
+from fhvae.cpu import kernels as cpu_kernels
 from fhvae.models.ar import ARDecoder, ZForcing
 from fhvae.models.vq import VectorQuantizer
 
@@ -101,7 +101,7 @@ class FHVAE(nn.Module):
 
     def __init__(self, cfg: ModelConfig = None, plain: bool = False):
         super().__init__()
-        mkl.warm_up_vml()   # before the first multi-threaded exp/log/sqrt (fhvae/mkl.py)
+        mkl.warm_up_vml()   # before the first multi-threaded exp/log/sqrt (fhvae/cpu/mkl.py)
         cfg = cfg or ModelConfig()
         self.cfg, self.plain = cfg, plain
         F, L = cfg.feat_dim, cfg.num_layers

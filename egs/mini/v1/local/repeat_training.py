@@ -5,7 +5,7 @@ steps and a dev bound (one epoch of that many steps); prints how many runs ended
 digest. One digest: the runs agree bitwise. Exit status 1 if they do not.
 
   local/repeat_training.py --runs 80 --steps 1 --jobs 2                 # after ./run.sh --stop-stage 3
-  local/repeat_training.py --runs 80 --steps 1 --jobs 2 --no-warm-up    # without fhvae/mkl.py's warm-up
+  local/repeat_training.py --runs 80 --steps 1 --jobs 2 --no-warm-up    # without fhvae/cpu/mkl.py's warm-up
   local/repeat_training.py --runs 10 --steps 400 -- --train.num_threads 1
 
 Run in egs/mini/v1 after stages 1-3 (``. ./path.sh`` first, or use tools/venv/bin/python).
@@ -22,7 +22,8 @@ import tempfile
 
 def one_run(steps, warm_up, overrides, exp_dir):
     """Train in this process; returns {"digest": md5 of the weights, "dev_bound": float}."""
-    from fhvae import config, mkl
+    from fhvae import config
+    from fhvae.cpu import mkl
     from fhvae.train.trainer import Trainer, prepare_exp_dir
     if not warm_up:
         mkl._warm = True   # as if done: the VML kernels are then chosen on their first (threaded) use
@@ -40,7 +41,7 @@ def main():
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--steps", type=int, default=1, help="training steps per run (then the dev bound)")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    p.add_argument("--no-warm-up", action="store_true", help="skip fhvae.mkl.warm_up_vml() (to see the race)")
+    p.add_argument("--no-warm-up", action="store_true", help="skip fhvae.cpu.mkl.warm_up_vml() (to see the race)")
     p.add_argument("--child", help=argparse.SUPPRESS)   # internal: run once, exp dir here, print JSON
     p.add_argument("overrides", nargs="*", help="fhvae-train overrides (after --)")
     a = p.parse_args()
