@@ -1,4 +1,4 @@
-"""Downstream ASR (fhvae.eval.asr, fhvae-asr) on tiny synthetic data: features are one-hot letters."""
+"""Downstream ASR (fhvae.asr, fhvae-asr) on tiny synthetic data: features are one-hot letters."""
 import json
 import logging
 import os
@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from fhvae.asr.data import load_set, spec_augment
+from fhvae.asr.model import CtcModel, MaskedBatchNorm1d, reverse_index
+from fhvae.asr.text import (BLANK, corpus_wer, decode_labels, encode_labels, format_table, greedy_ctc, load_bpe,
+                            train_bpe, wer_by_condition)
+from fhvae.asr.train import AsrOptions, _fingerprint, run_asr
 from fhvae.errors import DataError
-from fhvae.eval import asr
 from fhvae.io.ark import ArkScpWriter
 from fhvae.io.datadir import write_kv
 
@@ -59,27 +63,27 @@ def make_toy_dir(path, sentences, conds=("clean", "noise"), seed=0, feats=None):
 
 def test_bpe_roundtrip_and_deterministic(tmp_path):
     texts = toy_sentences(30)
-    sp = asr.train_bpe(texts, tmp_path / "a", vocab_size=15)
+    sp = train_bpe(texts, tmp_path / "a", vocab_size=15)
     assert (tmp_path / "a" / "bpe.model").is_file() and (tmp_path / "a" / "bpe.vocab").is_file()
     assert 6 < sp.get_piece_size() <= 15
     for t in texts[:5] + ["dec ace bad"]:
-        labels = asr.encode_labels(sp, t)
-        assert asr.BLANK not in labels
-        assert asr.decode_labels(sp, labels) == t
-    asr.train_bpe(texts, tmp_path / "b", vocab_size=15)
+        labels = encode_labels(sp, t)
+        assert BLANK not in labels
+        assert decode_labels(sp, labels) == t
+    train_bpe(texts, tmp_path / "b", vocab_size=15)
     assert (tmp_path / "a" / "bpe.model").read_bytes() == (tmp_path / "b" / "bpe.model").read_bytes()
-    assert asr.load_bpe(tmp_path / "b" / "bpe.model").encode("ab bad") == sp.encode("ab bad")
+    assert load_bpe(tmp_path / "b" / "bpe.model").encode("ab bad") == sp.encode("ab bad")
     # more pieces than the corpus allows: fewer pieces, no error
-    assert asr.train_bpe(["ab ab"], tmp_path / "c", vocab_size=500).get_piece_size() < 20
+    assert train_bpe(["ab ab"], tmp_path / "c", vocab_size=500).get_piece_size() < 20
 
 
 def test_greedy_ctc_collapses_repeats_and_drops_blanks():
     path = [0, 1, 1, 0, 1, 2, 2, 0, 0, 3, 3, 0]
     logits = torch.full((len(path), 4), -5.0)
     logits[torch.arange(len(path)), torch.tensor(path)] = 5.0
-    assert asr.greedy_ctc(logits) == [1, 1, 2, 3]
-    assert asr.greedy_ctc(logits, length=6) == [1, 1, 2]
-    assert asr.greedy_ctc(torch.zeros(0, 4)) == []
+    assert greedy_ctc(logits) == [1, 1, 2, 3]
+    assert greedy_ctc(logits, length=6) == [1, 1, 2]
+    assert greedy_ctc(torch.zeros(0, 4)) == []
 
 
 def test_corpus_wer_hand_computed():
@@ -87,43 +91,43 @@ def test_corpus_wer_hand_computed():
     hyps = {"u1": "a x c d",   # 1 substitution, 1 insertion
             "u2": "",          # 2 deletions
             "u3": "f g h i"}   # correct
-    r = asr.corpus_wer(refs, hyps)
+    r = corpus_wer(refs, hyps)
     assert (r["sub"], r["del"], r["ins"], r["n_words"], r["n_utts"]) == (1, 2, 1, 9, 3)
     assert r["wer"] == pytest.approx(100 * 4 / 9)   # corpus level, not the mean of per-utt WERs
     # a missing hypothesis is all deletions
-    assert asr.corpus_wer(refs, {"u1": "a b c", "u3": "f g h i"})["wer"] == pytest.approx(100 * 2 / 9)
+    assert corpus_wer(refs, {"u1": "a b c", "u3": "f g h i"})["wer"] == pytest.approx(100 * 2 / 9)
 
 
 def test_wer_by_condition():
     refs = {"u1": "a b", "u2": "c d", "u3": "e f g h"}
     hyps = {"u1": "a b", "u2": "c", "u3": "e x"}
-    r = asr.wer_by_condition(refs, hyps, {"u1": "clean", "u2": "clean", "u3": "noise"})
+    r = wer_by_condition(refs, hyps, {"u1": "clean", "u2": "clean", "u3": "noise"})
     assert r["overall"]["wer"] == pytest.approx(100 * 4 / 8)
     assert r["per_cond"]["clean"]["wer"] == pytest.approx(25.0)
     assert r["per_cond"]["noise"]["wer"] == pytest.approx(75.0)
     assert r["per_cond"]["noise"]["n_utts"] == 1 and r["per_cond"]["clean"]["n_words"] == 4
-    assert asr.wer_by_condition(refs, hyps)["per_cond"] == {}
-    table = asr.format_table([{"name": "z1", "wer": 50.0, **r}])
+    assert wer_by_condition(refs, hyps)["per_cond"] == {}
+    table = format_table([{"name": "z1", "wer": 50.0, **r}])
     assert table.splitlines()[0] == "| features | WER all | WER clean | WER noise | test utts |"
     assert table.splitlines()[2] == "| z1 | 50.0 | 25.0 | 75.0 | 3 |"
 
 
 def test_spec_augment_masks_within_bounds():
     x = np.ones((100, 20), np.float32)
-    y = asr.spec_augment(x, np.random.default_rng(0))
+    y = spec_augment(x, np.random.default_rng(0))
     assert y.shape == x.shape and (x == 1).all()   # input untouched
     assert 0 < (y == 0).mean() < 0.6
 
 
 def test_model_shapes():
-    m = asr.CtcModel(7, 10, hidden=8, layers=2, subsample=4)
+    m = CtcModel(7, 10, hidden=8, layers=2, subsample=4)
     x = torch.randn(3, 37, 7)
     logits, out_len = m(x, torch.tensor([37, 20, 5]))
     assert out_len.tolist() == [10, 5, 2] and logits.shape == (3, 10, 10)
 
 
 def test_reverse_index_reverses_within_length_and_undoes_itself():
-    idx = asr.reverse_index(torch.tensor([3, 5, 1]), 5)
+    idx = reverse_index(torch.tensor([3, 5, 1]), 5)
     assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
     x = torch.arange(15.0).view(3, 5)
     assert torch.equal(x.gather(1, idx).gather(1, idx), x)
@@ -135,7 +139,7 @@ def test_outputs_do_not_depend_on_the_padding(subsample):
     lengths put padding next to the last frame of every strided convolution and the GRUs' backward
     direction would read it first."""
     torch.manual_seed(0)
-    m = asr.CtcModel(7, 10, hidden=8, layers=2, subsample=subsample).eval()
+    m = CtcModel(7, 10, hidden=8, layers=2, subsample=subsample).eval()
     lengths = torch.tensor([37, 21, 5, 13])
     x = torch.randn(4, 37, 7)
     with torch.no_grad():
@@ -153,7 +157,7 @@ def test_masked_batch_norm_takes_its_training_statistics_from_the_frames_only():
     lengths = torch.tensor([6, 3, 1])
     x = 5 + 3 * torch.randn(3, 4, 6)
     x[1, :, 3:], x[2, :, 1:] = 100.0, -50.0   # padding far from the data
-    bn, ref = asr.MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    bn, ref = MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
     with torch.no_grad():
         bn.weight.uniform_(0.5, 2)
         bn.bias.uniform_(-1, 1)
@@ -170,9 +174,9 @@ def test_masked_batch_norm_takes_its_training_statistics_from_the_frames_only():
 
 def test_checkpoint_fingerprint_names_the_model_version(monkeypatch):
     stats = type("S", (), {"mean": np.zeros(2, np.float32), "var": np.ones(2, np.float32)})()
-    a = asr._fingerprint(asr.AsrOptions(), "f.scp", {"u": "a b"}, stats)
-    monkeypatch.setattr(asr, "MODEL_VERSION", "other")
-    assert asr._fingerprint(asr.AsrOptions(), "f.scp", {"u": "a b"}, stats) != a
+    a = _fingerprint(AsrOptions(), "f.scp", {"u": "a b"}, stats)
+    monkeypatch.setattr(CtcModel, "VERSION", "other")
+    assert _fingerprint(AsrOptions(), "f.scp", {"u": "a b"}, stats) != a
 
 
 # ----------------------------------------------------------------------------- training
@@ -215,9 +219,9 @@ def test_overfits_toy_set_and_cli_outputs(tmp_path, caplog):
 def test_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch, caplog):
     sents = toy_sentences(8, seed=3)
     make_toy_dir(tmp_path / "d", sents, conds=("clean",))
-    opts = asr.AsrOptions(**{**TOY, "epochs": 4})
+    opts = AsrOptions(**{**TOY, "epochs": 4})
     args = (tmp_path / "d/feats.scp", tmp_path / "d", tmp_path / "d/feats.scp", tmp_path / "d")
-    ref = asr.run_asr(*args, tmp_path / "ref", opts, progress=False)
+    ref = run_asr(*args, tmp_path / "ref", opts, progress=False)
 
     steps = {"n": 0}
     real_step = torch.optim.Adam.step
@@ -230,11 +234,11 @@ def test_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        asr.run_asr(*args, tmp_path / "out", opts, progress=False)
+        run_asr(*args, tmp_path / "out", opts, progress=False)
     assert not (tmp_path / "out/results.json").exists()
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     caplog.set_level(logging.INFO)
-    r = asr.run_asr(*args, tmp_path / "out", opts, progress=False)
+    r = run_asr(*args, tmp_path / "out", opts, progress=False)
     assert "resuming after epoch 2" in caplog.text
     assert [h["loss"] for h in r["train"]["history"]] == pytest.approx(
         [h["loss"] for h in ref["train"]["history"]], rel=1e-5)
@@ -243,14 +247,14 @@ def test_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch, caplog):
 def test_train_condition_filter_and_missing_utt2cond(tmp_path, caplog):
     sents = toy_sentences(6)
     make_toy_dir(tmp_path / "d", sents, conds=("clean", "noise", "telephone"))
-    feats, text, utt2cond = asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="clean")
+    feats, text, utt2cond = load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="clean")
     assert len(feats) == 2 and {utt2cond[u] for u in feats} == {"clean"} and list(text) == list(feats)
-    assert len(asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="all")[0]) == 6
+    assert len(load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="all")[0]) == 6
     with pytest.raises(DataError, match="utt2cond.*no transcribed utterance of condition 'studio'"):
-        asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="studio")
+        load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="studio")
     os.remove(tmp_path / "d/utt2cond")
     caplog.set_level(logging.INFO)
-    feats, _, utt2cond = asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="clean")
+    feats, _, utt2cond = load_set(tmp_path / "d", tmp_path / "d/feats.scp", cond="clean")
     assert len(feats) == 6 and utt2cond is None and "no utt2cond; using all 6" in caplog.text
 
 
@@ -259,10 +263,10 @@ def test_train_condition_filter_and_missing_utt2cond(tmp_path, caplog):
 def test_missing_text_and_feats(tmp_path):
     make_toy_dir(tmp_path / "d", toy_sentences(4))
     with pytest.raises(DataError, match="feature scp not found"):
-        asr.load_set(tmp_path / "d", tmp_path / "nope.scp")
+        load_set(tmp_path / "d", tmp_path / "nope.scp")
     os.remove(tmp_path / "d/text")
     with pytest.raises(DataError, match=r"d/text: not found"):
-        asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp")
+        load_set(tmp_path / "d", tmp_path / "d/feats.scp")
 
 
 def test_utterances_without_features_skipped_then_error(tmp_path, caplog):
@@ -270,19 +274,19 @@ def test_utterances_without_features_skipped_then_error(tmp_path, caplog):
     rng = np.random.default_rng(0)
     utts = make_toy_dir(tmp_path / "d", sents, feats={"spk0-u000": letter_feats(sents[0], rng)})
     caplog.set_level(logging.INFO)
-    feats, text, _ = asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp")
+    feats, text, _ = load_set(tmp_path / "d", tmp_path / "d/feats.scp")
     assert list(feats) == ["spk0-u000"] == list(text)
     assert "3 of 4 transcribed utterance(s)" in caplog.text and "no features" in caplog.text
     write_kv(tmp_path / "d/text", {u: s for u, s in zip(utts[1:], sents[1:])})
     with pytest.raises(DataError, match="none of the 3 transcribed utterances"):
-        asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp")
+        load_set(tmp_path / "d", tmp_path / "d/feats.scp")
 
 
 def test_empty_transcripts_skipped(tmp_path, caplog):
     utts = make_toy_dir(tmp_path / "d", toy_sentences(3))
     (tmp_path / "d/text").write_text(f"{utts[0]} ab\n{utts[1]}\n{utts[2]} bad cab\n")
     caplog.set_level(logging.INFO)
-    feats, text, _ = asr.load_set(tmp_path / "d", tmp_path / "d/feats.scp")
+    feats, text, _ = load_set(tmp_path / "d", tmp_path / "d/feats.scp")
     assert list(text) == [utts[0], utts[2]] and text[utts[2]] == "bad cab"
     assert "1 utterance(s) with an empty transcript" in caplog.text
 
@@ -295,20 +299,20 @@ def test_dim_mismatch_and_nan_name_the_utterance(tmp_path):
     feats[utts[2]] = feats[utts[2]][:, :5]
     make_toy_dir(tmp_path / "a", sents, feats=feats)
     with pytest.raises(DataError, match=f"utt '{utts[2]}' has dim 5, but utt '{utts[0]}' has dim 7"):
-        asr.load_set(tmp_path / "a", tmp_path / "a/feats.scp")
+        load_set(tmp_path / "a", tmp_path / "a/feats.scp")
     feats[utts[2]] = letter_feats(sents[2], rng)
     feats[utts[1]][3, 2] = np.nan
     make_toy_dir(tmp_path / "b", sents, feats=feats)
     with pytest.raises(DataError, match=f"utt '{utts[1]}' has NaN"):
-        asr.load_set(tmp_path / "b", tmp_path / "b/feats.scp")
+        load_set(tmp_path / "b", tmp_path / "b/feats.scp")
     # test features of another dim than the training ones
     with pytest.raises(DataError, match="the training features have dim 9"):
-        asr.load_set(tmp_path / "b", tmp_path / "b/feats.scp", dim=9)
+        load_set(tmp_path / "b", tmp_path / "b/feats.scp", dim=9)
 
 
 def test_bad_options(tmp_path):
     from fhvae.errors import ConfigError
-    with pytest.raises(ConfigError, match="heldout"):
-        asr.AsrOptions(heldout=1.5).check()
-    with pytest.raises(ConfigError, match="subsample=3"):
-        asr.AsrOptions(subsample=3).check()
+    with pytest.raises(ConfigError, match=r"heldout must be a share in \[0, 1\), got 1.5"):
+        AsrOptions(heldout=1.5).validate()
+    with pytest.raises(ConfigError, match="subsample must be 1, 2 or 4, got 3"):
+        AsrOptions(subsample=3).validate()

@@ -3,7 +3,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fhvae.cpu import mkl
-from fhvae.eval.asr import CtcModel
+from fhvae.asr.model import CtcModel
 from fhvae.models.fhvae import FHVAE, ModelConfig
 
 

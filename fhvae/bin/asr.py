@@ -25,7 +25,7 @@ outputs (OUT_DIR): bpe.model, bpe.vocab, stats.npz, checkpoint.pt, model.pt (bes
 
 
 def _main(argv):
-    from fhvae.eval.asr import AsrOptions
+    from fhvae.asr.train import AsrOptions
 
     d = AsrOptions()
     p = argparse.ArgumentParser(prog="fhvae-asr", description=__doc__, epilog=EPILOG,
@@ -63,7 +63,7 @@ def _main(argv):
 
     import torch
 
-    from fhvae.eval.asr import run_asr
+    from fhvae.asr.train import run_asr
     torch.set_num_threads(a.num_threads)
     opts = AsrOptions(vocab_size=a.vocab_size, epochs=a.epochs, patience=a.patience, batch_size=a.batch_size,
                       lr=a.lr, hidden=a.hidden, layers=a.layers, subsample=a.subsample, dropout=a.dropout,
