@@ -5,7 +5,6 @@ import os
 import pytest
 
 from fhvae.errors import DataError
-from fhvae.eval import phones as P
 from fhvae.eval.labels import frame_labels, read_ctm, read_phone_classes
 from fhvae.io.datadir import utt2spk_to_spk2utt
 
@@ -19,6 +18,9 @@ def load_local(corpus, name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+P = load_local("timit", "timit_phones")
 
 
 # ----------------------------------------------------------------------------- folding and classes

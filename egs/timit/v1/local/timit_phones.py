@@ -1,7 +1,7 @@
-"""TIMIT phone labels: the ``.PHN`` reader, folding 61 -> 48 -> 39 phones, broad classes.
+"""TIMIT phone labels for the TIMIT recipe: the ``.PHN`` reader, folding 61 -> 48 -> 39 phones, broad classes.
 
 Folding is the standard one of Lee & Hon (1989), as in Kaldi's ``egs/timit/s5/conf/phones.60-48-39.map``
-(``egs/timit/v1/conf/phones.60-48-39.map`` here is written from :data:`FOLD`): the glottal stop
+(this recipe's ``conf/phones.60-48-39.map`` is written from :data:`FOLD`): the glottal stop
 ``q`` is deleted (folds to None), closures fold to ``vcl``/``cl`` (48) and ``sil`` (39), etc.
 
 Broad classes (for colour-coding t-SNE plots and probes, as in the paper's Fig. 3), over the 61
