@@ -11,7 +11,11 @@ joined like run.pl does (one containing whitespace is quoted, the others are pas
 are, so an escaped ``\\|`` becomes a pipe). Each log file starts with
 ``# <command>`` and ``# Started at <date>`` and ends with ``# Accounting: time=<s> threads=<n>``
 and ``# Ended (code <rc>) at <date>``.
+
+From Python (``run_jobs``, used by the stages) the local backend runs each job's argv directly,
+one subprocess per job (no utils/run.sh, no bash); other backends get the command line.
 """
+import argparse
 import logging
 import os
 import re
@@ -130,6 +134,21 @@ class JobRequest:
     time: Optional[str] = None
     partition: Optional[str] = None
     sbatch_opts: List[str] = field(default_factory=list)
+
+
+def add_backend_options(parser):
+    """The options of utils/run.sh and utils/slurm.sh; the local backend ignores the Slurm ones
+    (as run.pl does), so cmd.sh can switch backends without touching recipes."""
+    parser.add_argument("--max-jobs-run", type=int, help="at most this many jobs at once "
+                        "(local default: number of CPUs; Slurm default: no limit)")
+    parser.add_argument("--num-threads", type=int, default=1, help="threads (CPUs) per job")
+    parser.add_argument("--mem", help="Slurm: memory per job, e.g. 4G")
+    parser.add_argument("--gpu", type=int, default=0, help="Slurm: GPUs per job")
+    parser.add_argument("--time", help="Slurm: time limit per job, e.g. 2:00:00")
+    parser.add_argument("--partition", help="Slurm: partition")
+    parser.add_argument("--sbatch-opts", default="", help="Slurm: more sbatch options, e.g. '--account=x --qos=y'")
+    parser.add_argument("--poll-interval", type=float, default=10.0, help="Slurm: seconds between squeue polls")
+    return parser
 
 
 def is_job_range(arg) -> bool:
@@ -276,20 +295,18 @@ def _resolve_cmd(argv0):
     return argv0
 
 
-def run_jobs(cmd: str, nj: int, log_template: str, command: Sequence[str]) -> None:
-    """Run ``command`` as jobs 1..nj through backend ``cmd`` (e.g. "utils/run.sh --max-jobs-run 4").
+class _OptionParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise FhvaeError(f"{self.prog}: {message}")
 
-    Runs ``shlex.split(cmd) + ['JOB=1:nj', log_template] + command``; JOB in the log path and
-    the arguments becomes the job index. The backend joins ``command`` into a bash command line
-    (see the module doc): pass ``shlex.quote(arg)`` for an argument with shell characters that
-    should stay literal. Raises FhvaeError "k / N failed, see <log>" with the tail of that log
-    if any job fails.
-    """
-    argv = shlex.split(cmd)
-    if not argv:
-        raise FhvaeError("empty job backend command (check cmd.sh)")
-    argv = [_resolve_cmd(argv[0])] + argv[1:] + [f"JOB=1:{nj}", log_template] + list(command)
-    logs = [log_template.replace("JOB", str(j)) for j in range(1, nj + 1)]
+
+def _is_local(backend):
+    return os.path.realpath(backend) == os.path.realpath(os.path.join(REPO, "utils", "run.sh"))
+
+
+def _run_backend(argv, logs) -> List[int]:
+    """Run a backend command line (e.g. utils/slurm.sh ... JOB=1:N LOG CMD); the exit codes of
+    the jobs whose logs it wrote (0 for a log it did not write)."""
     t0 = time.time()
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -297,10 +314,40 @@ def run_jobs(cmd: str, nj: int, log_template: str, command: Sequence[str]) -> No
         raise FhvaeError(f"cannot run job backend {argv[0]!r}: {e}") from None
     if proc.returncode == 0:
         sys.stderr.write(proc.stdout)
-        return
-    fresh = [lp for lp in logs if os.path.exists(lp) and os.path.getmtime(lp) >= t0 - 1]
-    failed = [lp for lp in fresh if log_exit_code(lp) != 0]
-    if failed:
-        raise FhvaeError(f"{len(failed)} / {nj} failed, see {failed[0]}\n{log_tail(failed[0])}")
-    raise FhvaeError(f"job backend {shlex.join(argv[:1])} failed (code {proc.returncode}):\n"
-                     f"{proc.stdout.strip()[-4000:]}")
+        return [0] * len(logs)
+    fresh = [os.path.exists(lp) and os.path.getmtime(lp) >= t0 - 1 for lp in logs]
+    rcs = [(log_exit_code(lp) if is_new else 0) for lp, is_new in zip(logs, fresh)]
+    rcs = [1 if rc is None else rc for rc in rcs]
+    if not any(rcs):
+        raise FhvaeError(f"job backend {shlex.join(argv[:1])} failed (code {proc.returncode}):\n"
+                         f"{proc.stdout.strip()[-4000:]}")
+    return rcs
+
+
+def run_jobs(cmd: str, nj: int, log_template: str, command: Union[str, Sequence[str]]) -> None:
+    """Run ``command`` as jobs 1..nj through backend ``cmd`` (cmd.sh's, e.g. "utils/run.sh --max-jobs-run 4").
+
+    ``command`` is an argv (no shell) or one bash command line (a str); JOB in it and in
+    ``log_template`` becomes the job index. The local backend (utils/run.sh) runs the jobs from
+    here with ``run_local``; another backend is run as ``cmd JOB=1:nj LOG '<command line>'``.
+    Raises FhvaeError "k / N failed, log is in <log>" with the tail of that log if any job fails.
+    """
+    argv = shlex.split(cmd)
+    if not argv:
+        raise FhvaeError("empty job backend command (check cmd.sh)")
+    argv[0] = _resolve_cmd(argv[0])
+    logs = [log_template.replace("JOB", str(j)) for j in range(1, nj + 1)]
+    if _is_local(argv[0]):
+        parser = _OptionParser(prog=cmd, add_help=False, allow_abbrev=False)
+        opts = add_backend_options(parser).parse_args(argv[1:])
+        if isinstance(command, str):
+            job_commands = [command.replace("JOB", str(j)) for j in range(1, nj + 1)]
+        else:
+            job_commands = [[a.replace("JOB", str(j)) for a in command] for j in range(1, nj + 1)]
+        rcs = run_local(list(zip(logs, job_commands)), opts.max_jobs_run, threads=opts.num_threads)
+    else:
+        line = command if isinstance(command, str) else shlex.join(command)
+        rcs = _run_backend(argv + [f"JOB=1:{nj}", log_template, line], logs)
+    msg = failure_message(logs, rcs)
+    if msg:
+        raise FhvaeError(msg)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from fhvae import jobs
 from fhvae.errors import ConfigError, DataError, FhvaeError
 from fhvae.features.fbank import FbankConfig, compute_fbank, make_fbank
 from fhvae.io.ark import FeatReader
@@ -214,11 +215,19 @@ LENGTHS = {"spkA-u1": 4000, "spkA-u2": 5600, "spkB-u1": 3000, "spkB-u2": 300, "s
 
 
 @pytest.mark.slow
-def test_stage_end_to_end(tmp_path, caplog):
+def test_stage_end_to_end(tmp_path, caplog, monkeypatch):
     data = tmp_path / "data" / "train"
     audio = make_data_dir(data, SPK_UTTS, LENGTHS)
+    spawned = []
+    real_run = subprocess.run
+    monkeypatch.setattr(jobs.subprocess, "run",
+                        lambda argv, *a, **k: spawned.append(argv) or real_run(argv, *a, **k))
     with caplog.at_level(logging.WARNING):
         skipped = make_fbank(str(data), str(tmp_path / "log"), str(tmp_path / "fbank"), nj=5)
+    # local jobs: one process each, the job itself (no utils/run.sh, no bash in between)
+    assert [argv[:4] for argv in spawned] == [[sys.executable, "-m", "fhvae.bin.compute_fbank", "--job"]] * 2
+    head = (tmp_path / "log" / "make_fbank_train.1.log").read_text().splitlines()[0]
+    assert head.startswith(f"# {sys.executable} -m fhvae.bin.compute_fbank --job ")
     assert "only 2 speakers" in caplog.text                             # nj clamped to #speakers
     assert skipped == ["spkB-u2"]                                       # 300 samples < one frame
     assert "1 of 5 utterances were too short" in caplog.text

@@ -1,4 +1,5 @@
-"""Job runner: utils/run.sh (local), utils/slurm.sh (with fake sbatch/squeue), fhvae.jobs.run_jobs."""
+"""Job runner: utils/run.sh (local), utils/slurm.sh (with fake sbatch/squeue), fhvae.jobs.run_jobs
+(local jobs run directly from Python; other backends get one command line)."""
 import os
 import re
 import subprocess
@@ -107,11 +108,29 @@ def test_run_jobs_library(tmp_path, monkeypatch):
     jobs.run_jobs("run.sh", 3, "log/ok.JOB.log", ["echo", "JOB"])  # bare name resolved in the repo's utils/
     assert check_log("log/ok.2.log", "echo 2", 0) == ["2"]
     with pytest.raises(FhvaeError) as e:
-        jobs.run_jobs("utils/run.sh --max-jobs-run 2", 3, "log/bad.JOB.log", ["echo oops-JOB; test JOB != 3"])
+        jobs.run_jobs("utils/run.sh --max-jobs-run 2", 3, "log/bad.JOB.log", "echo oops-JOB; test JOB != 3")
     msg = str(e.value)
-    assert msg.startswith("1 / 3 failed, see log/bad.3.log\n") and "oops-3" in msg
+    assert msg.startswith("1 / 3 failed, log is in log/bad.3.log\n") and "oops-3" in msg
     with pytest.raises(FhvaeError, match="cannot run job backend"):
         jobs.run_jobs("/no/such/backend.sh", 1, "log/z.log", ["true"])
+    with pytest.raises(FhvaeError, match="unrecognized arguments: --bogus"):
+        jobs.run_jobs(f"{RUN} --bogus", 1, "log/z.log", ["true"])
+
+
+def test_run_jobs_local_runs_argv_directly(tmp_path, monkeypatch):
+    """The local backend from Python: one process per job running its argv (no run.sh, no bash)."""
+    monkeypatch.chdir(tmp_path)
+    spawned = []
+    real_run = subprocess.run
+
+    def spy(argv, *args, **kwargs):
+        spawned.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.subprocess, "run", spy)
+    jobs.run_jobs(f"{RUN} --mem 4G --num-threads 1", 2, "log/d.JOB.log", ["echo", "a b", "x;JOB"])
+    assert sorted(spawned) == [["echo", "a b", "x;1"], ["echo", "a b", "x;2"]]
+    assert check_log("log/d.2.log", "echo 'a b' 'x;2'", 0) == ["a b x;2"]
 
 
 # ----------------------------------------------------------------------------- Slurm (faked)
@@ -184,6 +203,17 @@ def test_slurm_killed_task_counts_as_failed(tmp_path, fake_slurm, monkeypatch):
     assert rcs == [0, 1, 0]
     assert jobs.failure_message([lp for lp, _ in req.jobs], rcs).startswith(
         "1 / 3 failed, log is in log/k.2.log (it has no '# Ended' line")
+
+
+def test_run_jobs_slurm_gets_one_command_line(tmp_path, fake_slurm, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", fake_slurm["PATH"])
+    monkeypatch.setenv("FAKE_DIR", fake_slurm["FAKE_DIR"])
+    jobs.run_jobs("utils/slurm.sh --poll-interval 0", 2, "log/w.JOB.log", ["echo", "a  b", "x;JOB"])
+    assert check_log("log/w.2.log", "echo 'a  b' 'x;2'", 0) == ["a  b x;2"]
+    with pytest.raises(FhvaeError) as e:
+        jobs.run_jobs("slurm.sh --poll-interval 0", 3, "log/v.JOB.log", "echo v-JOB; [ JOB != 2 ]")
+    assert str(e.value).startswith("1 / 3 failed, log is in log/v.2.log\n") and "v-2" in str(e.value)
 
 
 def test_slurm_sbatch_failure(tmp_path, fake_slurm):

@@ -59,7 +59,8 @@ def _main(argv):
                     "every utterance of a Kaldi data dir, in parallel jobs.")
     p.add_argument("--nj", type=int, default=4, help="number of parallel jobs (default 4)")
     p.add_argument("--cmd", default="utils/run.sh",
-                   help="job runner, as Kaldi's cmd.sh (default utils/run.sh: local)")
+                   help="job runner, as Kaldi's cmd.sh (default utils/run.sh: the jobs run on this "
+                        "machine, one process each)")
     p.add_argument("--config", help="YAML file of fbank options (e.g. conf/fbank.yaml)")
     p.add_argument("--dither", type=float, help="dither (overrides the config; default 0.0)")
     p.add_argument("--compress", type=_bool, default=False, metavar="true|false",

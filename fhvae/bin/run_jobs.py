@@ -14,8 +14,10 @@ the others are passed as they are, so an escaped \\| makes a pipe. Each log
 starts with '# <command>' and '# Started at <date>' and ends with
 '# Accounting: time=<s> threads=<n>' and '# Ended (code <rc>) at <date>'. If any job fails the
 exit status is 1 and '<k> / <N> failed, log is in <log>' is printed with the end of that log.
---mem, --gpu, --time, --partition and --sbatch-opts only matter for Slurm; the local backend
-ignores them (as run.pl does), so cmd.sh can switch backends without touching recipes."""
+--mem, --gpu, --time, --partition, --sbatch-opts and --poll-interval only matter for Slurm; the
+local backend ignores them (as run.pl does), so cmd.sh can switch backends without touching recipes.
+The stages (e.g. fhvae-compute-fbank --cmd utils/run.sh) run local jobs themselves, without this
+command."""
 
 EXAMPLES = """examples:
   utils/run.sh JOB=1:4 exp/log/fbank.JOB.log fhvae-compute-fbank data/train/split4/JOB
@@ -31,15 +33,7 @@ def _main(argv):
         description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
-    parser.add_argument("--max-jobs-run", type=int, help="at most this many jobs at once "
-                        "(local default: number of CPUs; Slurm default: no limit)")
-    parser.add_argument("--num-threads", type=int, default=1, help="threads (CPUs) per job")
-    parser.add_argument("--mem", help="Slurm: memory per job, e.g. 4G")
-    parser.add_argument("--gpu", type=int, default=0, help="Slurm: GPUs per job")
-    parser.add_argument("--time", help="Slurm: time limit per job, e.g. 2:00:00")
-    parser.add_argument("--partition", help="Slurm: partition")
-    parser.add_argument("--sbatch-opts", default="", help="Slurm: more sbatch options, e.g. '--account=x --qos=y'")
-    parser.add_argument("--poll-interval", type=float, default=10.0, help="Slurm: seconds between squeue polls")
+    jobs.add_backend_options(parser)
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="[JOB=1:N] LOG COMMAND [ARG ...]")
     a = parser.parse_args(argv)
     rest = list(a.args)
