@@ -56,10 +56,10 @@ class UttReader:
         """Normalized (L, D) float32 features of utterance i, or None if it is broken."""
         if i in self.bad:
             return None
-        ark, off = self.index.entry(i)
+        ark, off, rows = self.index.entry(i)
         name = self.index.name(i)
         try:
-            x = self.reader.read(ark, off, where=f"{self.index.source}/feats.scp (utt {name})")
+            x = self.reader.read(ark, off, f"{self.index.source}/feats.scp (utt {name})", rows)
             if x.ndim != 2 or x.shape[1] != self.feat_dim:
                 raise DataError(f"utterance '{name}' has shape {x.shape}, expected (T, {self.feat_dim}) "
                                 f"({ark}:{off})")
@@ -69,6 +69,11 @@ class UttReader:
             self.bad[i] = str(e)
             log.warning("skipping broken utterance: %s", e)
             return None
+        if len(x) != self.index.nframes[i]:   # not a broken utterance: an inconsistent data dir
+            src = self.index.source
+            raise DataError(f"{self.index.num_frames_where(i)}: utterance '{name}' has {self.index.nframes[i]} "
+                            f"frames there but {len(x)} in {src}/feats.scp; recompute it: "
+                            f"feat-to-len scp:{src}/feats.scp ark,t:{src}/utt2num_frames")
         self.seen.add(i)
         return self.stats.normalize(x)
 

@@ -1,11 +1,14 @@
 """Kaldi binary ark/scp: random-access feature reading and atomic writing.
 
-Reading: ``FeatReader`` maps the utterances of a ``feats.scp`` to entries that ``MatrixReader``
-reads: it opens the arks lazily, keeps at most ``max_open`` handles (LRU), seeks to the
-entry's byte offset and decodes the binary matrix with kaldiio's low-level reader. Supported
-entries: ``ark:offset`` (optionally with a Kaldi row range ``ark:offset[first:last]``,
-inclusive), and whole-file entries (a binary Kaldi matrix at offset 0, or a ``.npy`` file). Matrix types: ``FM``/``DM`` and compressed ``CM``/``CM2``/
-``CM3``; returned as float32 ``(T, D)``.
+Reading: the one feature-scp grammar of the toolkit is here, used by ``FeatReader`` and by
+training/export (``fhvae.data.index.UttIndex``): ``scp_lines`` splits a line as Kaldi does
+(key = first field, rxfilename = the rest, stripped: ark paths may contain spaces) and
+``parse_entry`` reads ``ark:offset``, optionally with a Kaldi row range ``ark:offset[first:last]``
+(inclusive), or a whole-file entry (a binary Kaldi matrix at offset 0, or a ``.npy`` file).
+``MatrixReader`` reads such entries: it opens the arks lazily, keeps at most ``max_open``
+handles (LRU), seeks to the entry's byte offset and decodes the binary matrix with kaldiio's
+low-level reader. Matrix types: ``FM``/``DM`` and compressed ``CM``/``CM2``/``CM3``; returned
+as float32 ``(T, D)``.
 
 Writing: ``ArkScpWriter`` writes ``FM`` (2-D), ``CM`` (2-D, ``compress=True``) or ``FV`` (1-D)
 entries to a temp ark next to the final one. Keys must come in strictly increasing C (byte)
@@ -27,7 +30,6 @@ from kaldiio.matio import read_matrix_or_vector, write_array
 
 from fhvae.errors import DataError
 from fhvae.io.atomic import atomic_write_text, new_temp
-from fhvae.io.datadir import read_kv
 
 # Bytes per element of the uncompressed binary types.
 _FLOAT_TYPES = {"FM": 4, "DM": 8, "FV": 4, "DV": 8}
@@ -36,24 +38,61 @@ _ENTRY_RE = re.compile(r"^(?P<path>.+?)(?::(?P<offset>\d+))?(?:\[(?P<range>[^\]]
 _KALDI_SPEECH_COMPRESSION = 1  # kaldiio/Kaldi kAutomaticMethod: CM for > 8 rows, else CM2
 
 
+def scp_lines(path):
+    """Yield ``(lineno, key, rxfilename)`` for each line of a Kaldi scp, streaming.
+
+    As Kaldi splits them: key = the first field, rxfilename = the rest of the line, stripped of
+    (ASCII) whitespace, so it may contain spaces. Keys must be unique and sorted (LC_ALL=C).
+    Errors are DataError naming ``path:line``.
+    """
+    prev = None
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            parts = raw.split(None, 1)
+            if len(parts) != 2:
+                raise DataError(f"{path}:{lineno}: expected '<key> <rxfilename>', got {raw[:80]!r}")
+            if prev is not None and parts[0] <= prev:
+                key = parts[0].decode(errors="replace")
+                raise DataError(f"{path}:{lineno}: duplicate key {key!r}" if parts[0] == prev else
+                                f"{path}:{lineno}: keys not sorted (LC_ALL=C): {key!r} after "
+                                f"{prev.decode(errors='replace')!r}")
+            prev = parts[0]
+            try:
+                key, value = parts[0].decode("utf-8"), parts[1].rstrip().decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
+            yield lineno, key, value
+
+
+def scp_entries(path):
+    """Yield ``(lineno, key, (path, offset, rows))`` of a feature scp (see ``parse_entry``)."""
+    for lineno, key, value in scp_lines(path):
+        try:
+            yield lineno, key, parse_entry(value)
+        except ValueError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
+
+
 def read_scp(path):
     """Read a Kaldi scp (``key rxfilename`` per line) into ``{key: rxfilename}``."""
-    return read_kv(path)
+    return {key: value for _, key, value in scp_lines(path)}
 
 
-def _scp_line(scp_path, key):
-    """1-based line number of ``key`` in ``scp_path`` (for error messages), or '?'."""
-    with contextlib.suppress(OSError):
-        with open(scp_path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if line.split(maxsplit=1)[:1] == [key]:
-                    return i
-    return "?"
+def parse_entry(value):
+    """The feature scp grammar: ``'a b.ark:12[0:9]'`` -> ``('a b.ark', 12, slice(0, 10))``.
 
-
-def _parse_entry(value):
-    """``'a.ark:12[0:9]'`` -> ``('a.ark', 12, slice(0, 10))``; offset/rows may be None."""
+    ``<path>[:<byte offset>][[<first>:<last>]]`` (rows inclusive, as Kaldi); offset and rows
+    may be None (a whole-file entry: a binary Kaldi matrix at offset 0, or a ``.npy`` file).
+    Raises ValueError for pipes and other ranges.
+    """
     value = value.strip()
+    path, _, offset = value.rpartition(":")
+    if path and offset.isdigit() and offset.isascii() and not path.startswith("|"):   # fast path: ark:offset
+        return path, int(offset), None
     if value.endswith("|") or value.startswith("|"):
         raise ValueError("pipes are not supported in a feature scp (run copy-feats to make an ark)")
     m = _ENTRY_RE.match(value)
@@ -64,8 +103,8 @@ def _parse_entry(value):
     if m.group("range") is not None:
         parts = m.group("range").split(",")
         r = parts[0].split(":")
-        if len(parts) > 1 or len(r) != 2 or not all(p.strip().isdigit() for p in r):
-            raise ValueError(f"unsupported range {m.group('range')!r} (only [first:last] rows)")
+        if len(parts) > 1 or len(r) != 2 or not all(p.strip().isdigit() for p in r) or int(r[0]) > int(r[1]):
+            raise ValueError(f"unsupported range {m.group('range')!r} (only [first:last] rows, first <= last)")
         rows = slice(int(r[0]), int(r[1]) + 1)
     return m.group("path"), offset, rows
 
@@ -136,31 +175,45 @@ class MatrixReader:
         self._handles = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, path, offset=0, where=""):
-        """float32 array (``(T, D)``, or 1-D for a vector) stored at ``path``:``offset``."""
-        if offset is None and path.endswith(".npy"):
-            return np.asarray(self._load_npy(path, where), dtype=np.float32)
-        with self._lock:
-            fd = self._open(path, where)
-            try:
-                fd.seek(offset or 0)
-                return _read_binary_matrix(fd)
-            except (ValueError, OSError) as e:
-                msg = f"cannot read matrix from {path} at offset {offset or 0}: {e}"
-                raise DataError(_prefix(where, msg)) from None
+    def read(self, path, offset=0, where="", rows=None):
+        """float32 array (``(T, D)``, or 1-D for a vector) stored at ``path``:``offset``.
 
-    def shape(self, path, offset=0, where=""):
-        """Shape of the matrix at ``path``:``offset``, reading only its header."""
+        An entry of ``parse_entry``: offset None is a whole file (``.npy``, or a Kaldi matrix at
+        byte 0); ``rows`` (a slice) keeps those rows of the matrix.
+        """
         if offset is None and path.endswith(".npy"):
-            return tuple(self._load_npy(path, where, mmap_mode="r").shape)
-        with self._lock:
-            fd = self._open(path, where)
-            try:
-                fd.seek(offset or 0)
-                return _read_header(fd)[1]
-            except (ValueError, OSError) as e:
-                msg = f"cannot read matrix header from {path} at offset {offset or 0}: {e}"
-                raise DataError(_prefix(where, msg)) from None
+            array = np.asarray(self._load_npy(path, where), dtype=np.float32)
+        else:
+            with self._lock:
+                fd = self._open(path, where)
+                try:
+                    fd.seek(offset or 0)
+                    array = _read_binary_matrix(fd)
+                except (ValueError, OSError) as e:
+                    msg = f"cannot read matrix from {path} at offset {offset or 0}: {e}"
+                    raise DataError(_prefix(where, msg)) from None
+        if rows is not None:
+            _check_rows(array.shape, rows, path, where)
+            array = array[rows]
+        return array
+
+    def shape(self, path, offset=0, where="", rows=None):
+        """Shape of the matrix at ``path``:``offset`` (``rows`` applied), reading only its header."""
+        if offset is None and path.endswith(".npy"):
+            shape = tuple(self._load_npy(path, where, mmap_mode="r").shape)
+        else:
+            with self._lock:
+                fd = self._open(path, where)
+                try:
+                    fd.seek(offset or 0)
+                    shape = _read_header(fd)[1]
+                except (ValueError, OSError) as e:
+                    msg = f"cannot read matrix header from {path} at offset {offset or 0}: {e}"
+                    raise DataError(_prefix(where, msg)) from None
+        if rows is not None:
+            _check_rows(shape, rows, path, where)
+            shape = (rows.stop - rows.start,) + tuple(shape[1:])
+        return tuple(shape)
 
     def _load_npy(self, path, where, mmap_mode=None):
         try:
@@ -207,6 +260,12 @@ def _prefix(where, msg):
     return f"{where}: {msg}" if where else msg
 
 
+def _check_rows(shape, rows, path, where):
+    if len(shape) != 2 or rows.stop > shape[0]:
+        raise DataError(_prefix(where, f"row range [{rows.start}:{rows.stop - 1}] outside the "
+                                       f"{shape[0]}-row matrix in {path}"))
+
+
 class FeatReader:
     """Random access to the matrices of a Kaldi ``feats.scp`` (any dimension, FM/DM/CM).
 
@@ -217,12 +276,7 @@ class FeatReader:
     def __init__(self, feats_scp, *, max_open=64):
         self.scp_path = os.fspath(feats_scp)
         self._reader = MatrixReader(max_open)
-        self._entries = {}
-        for key, value in read_scp(self.scp_path).items():
-            try:
-                self._entries[key] = _parse_entry(value)
-            except ValueError as e:
-                raise DataError(f"{self.scp_path}:{_scp_line(self.scp_path, key)}: {e}") from None
+        self._entries = {key: (lineno, entry) for lineno, key, entry in scp_entries(self.scp_path)}
         self._dim = None
 
     def keys(self):
@@ -239,30 +293,13 @@ class FeatReader:
         return iter(self._entries)
 
     def __getitem__(self, utt):
-        path, offset, rows = self._entry(utt)
-        try:
-            array = self._reader.read(path, offset)
-        except DataError as e:
-            raise DataError(f"{self.scp_path}:{_scp_line(self.scp_path, utt)}: utt {utt!r}: {e}") from None
-        if rows is not None:
-            if array.ndim != 2 or rows.stop > array.shape[0]:
-                raise DataError(
-                    f"{self.scp_path}:{_scp_line(self.scp_path, utt)}: utt {utt!r}: row range "
-                    f"[{rows.start}:{rows.stop - 1}] outside the {array.shape[0]}-row matrix in {path}"
-                )
-            array = array[rows]
-        return array
+        lineno, (path, offset, rows) = self._entry(utt)
+        return self._reader.read(path, offset, f"{self.scp_path}:{lineno}: utt {utt!r}", rows)
 
     def shape(self, utt):
         """``(T, D)`` of ``utt``, reading only the matrix header (row ranges applied)."""
-        path, offset, rows = self._entry(utt)
-        try:
-            shape = self._reader.shape(path, offset)
-        except DataError as e:
-            raise DataError(f"{self.scp_path}:{_scp_line(self.scp_path, utt)}: utt {utt!r}: {e}") from None
-        if rows is not None:
-            shape = (len(range(*rows.indices(shape[0]))),) + tuple(shape[1:])
-        return tuple(shape)
+        lineno, (path, offset, rows) = self._entry(utt)
+        return self._reader.shape(path, offset, f"{self.scp_path}:{lineno}: utt {utt!r}", rows)
 
     @property
     def dim(self):
