@@ -1,8 +1,9 @@
 """RESULTS.md of a recipe run, generated from the files the stages wrote (never typed by hand).
 
-Collects exp/<tag>/sv/*/results.json (EERs, minDCF), probes/probes.md, abx/*/results.json (ABX),
-asr/*/results.json (WER by condition), the last metrics.jsonl line (dev bound), and embeds the PNGs (training curve, t-SNE grid, recombination), with the
-command and the git commit that produced them.
+Collects exp/<tag>/sv/**/results.json (EERs, minDCF, by the trials, vectors and backend each
+records), probes/probes.md, abx/*/results.json (ABX), asr/*/results.json (WER by condition), the
+last metrics.jsonl line (dev bound), and embeds the PNGs (training curve, t-SNE grid,
+recombination), with the command and the git commit that produced them.
 """
 import datetime
 import json
@@ -26,24 +27,39 @@ def _commit(path=os.path.dirname(os.path.abspath(__file__))):
         return "unknown"
 
 
-def _sv_table(exp_dir):
-    """Markdown table of every exp/sv/<trials>/<vectors>_<backend>/results.json."""
+def _short(path, *roots):
+    """``path`` relative to the first of ``roots`` that holds it, else as it is."""
+    for root in roots:
+        rel = os.path.relpath(path, root)
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            return rel
+    return path
+
+
+def _sv_table(exp_dir, base):
+    """Markdown table of every exp/sv/**/results.json, by the trials, vectors and backend each records.
+
+    Trial lists are shown relative to ``base`` (the report's directory) or else the current
+    directory (the recipe's), vectors relative to ``exp_dir`` first.
+    """
     sv = os.path.join(exp_dir, "sv")
     rows = []
-    for root, _, files in sorted(os.walk(sv)):
+    for root, _, files in os.walk(sv):
         if "results.json" not in files:
             continue
         with open(os.path.join(root, "results.json")) as f:
             r = json.load(f)
-        vec, _, backend = os.path.basename(root).rpartition("_")
-        trials = os.path.relpath(os.path.dirname(root), sv)
-        rows.append(f"| {trials} | {vec} | {backend} | {r['eer']:.2f} | {r['eer_interp']:.2f} | "
-                    f"{r['mindcf_p0.01']:.3f} | {r['mindcf_p0.001']:.3f} | {r['n_target']} / {r['n_nontarget']} |")
+        backend = r["backend"] + (f" (LDA {r['lda_dim']})" if "lda_dim" in r else "")
+        inputs = r["inputs"]
+        key = (_short(inputs["trials"], base, os.getcwd()), _short(inputs["vectors"], exp_dir, base, os.getcwd()),
+               backend)
+        rows.append((key, f"| {' | '.join(key)} | {r['eer']:.2f} | {r['eer_interp']:.2f} | {r['mindcf_p0.01']:.3f} | "
+                          f"{r['mindcf_p0.001']:.3f} | {r['n_target']} / {r['n_nontarget']} |"))
     if not rows:
         return None
     head = ("| trials | vectors | backend | EER % (Kaldi compute-eer) | EER % (interpolated) | minDCF p=0.01 | "
             "minDCF p=0.001 | target / nontarget |\n|---|---|---|---|---|---|---|---|")
-    return head + "\n" + "\n".join(rows)
+    return head + "\n" + "\n".join(row for _, row in sorted(rows))
 
 
 def _results(exp_dir, sub):
@@ -115,7 +131,7 @@ def write_report(exp_dir, out_path, command, title="Results", assets_dir=None):
                 lines += [f"Best dev bound {d['best_dev_bound']:.1f} at step {d['best_step']}.", ""]
     if os.path.isfile(os.path.join(exp_dir, "training_curve.png")):
         lines += [f"![training curve]({rel(os.path.join(exp_dir, 'training_curve.png'))})", ""]
-    sv = _sv_table(exp_dir)
+    sv = _sv_table(exp_dir, base)
     if sv:
         lines += ["## Speaker verification", "",
                   "s-vectors (MAP mu2 per utterance) against per-utterance fbank mean+std vectors, scored by "
