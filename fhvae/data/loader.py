@@ -1,9 +1,11 @@
 """Block loader: reads only a block's K utterances (random access through feats.scp), normalizes
 them, cuts segments for batches, and prefetches the next block in a background thread.
 
-Memory is bounded by the block (K utterances), never by the corpus. Broken utterances (unreadable,
-NaN/inf, wrong dimension) are dropped from the block with a logged warning and counted; when the
-fraction of broken utterances seen exceeds ``max_bad`` the loader raises DataError.
+Memory is bounded by two blocks (K utterances each), never by the corpus: sequences of the last
+loaded block are reused, not read again (flat sampling reads each utterance once). Broken
+utterances (unreadable, NaN/inf, wrong dimension) are dropped from the block with a logged warning
+and counted; when the fraction of broken utterances seen exceeds ``max_bad`` the loader raises
+DataError. A frame count that disagrees with utt2num_frames is an inconsistent data dir: DataError.
 """
 import concurrent.futures
 import logging
@@ -89,20 +91,25 @@ class UttReader:
 
 
 class BlockLoader:
-    """Loads the blocks of ``sampler`` through ``utts`` (UttReader).
+    """Loads the blocks of ``sampler`` (hierarchical or flat) through ``utts`` (UttReader).
 
     ``get(b)`` returns BlockData of block b; with ``prefetch`` it starts loading block b+1 in a
     background thread as soon as block b is returned, so a block change costs (almost) nothing.
+    Sequences of the previously loaded block are reused, not read again: with the flat sampler
+    (every block holds all M sequences) nothing is read after the first block. Memory: at most
+    two blocks (the one in use and the one loading).
     """
 
     def __init__(self, utts, sampler, prefetch=True):
         self.utts, self.sampler = utts, sampler
         self._pool = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
         self._pending = {}
+        self._last = {}   # global sequence index -> normalized features, of the last loaded block
 
     def _load(self, b):
         block = self.sampler.block(b)
-        feats = [self.utts.load(int(i)) for i in block.seqs]
+        last = self._last
+        feats = [last[i] if i in last else self.utts.load(i) for i in block.seqs.tolist()]
         self.utts.check_bad()
         ok = np.array([f is not None for f in feats])
         if not ok.any():
@@ -110,6 +117,7 @@ class BlockLoader:
         if not ok.all():
             block = drop_sequences(block, ok)
             feats = [f for f in feats if f is not None]
+        self._last = dict(zip(block.seqs.tolist(), feats))
         return BlockData(block, feats)
 
     def get(self, b):
@@ -129,6 +137,7 @@ class BlockLoader:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
+        self._last = {}
 
 
 def drop_sequences(block, keep):
