@@ -13,7 +13,42 @@ import yaml
 
 from fhvae.errors import ConfigError
 from fhvae.io.atomic import atomic_write_text
-from fhvae.models.fhvae import ModelConfig
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the FHVAE (fhvae/models/fhvae.py). Defaults are the paper's (Sec. 4.2)."""
+    feat_dim: int = 80          # F: feature dimension (80 log-mel fbank)
+    seg_len: int = 20           # T: frames per training segment (equal to data.seg_len)
+    z1_dim: int = 32            # segment latent
+    z2_dim: int = 32            # sequence latent
+    z1_hidden: int = 256        # LSTM cells of the z1 encoder
+    z2_hidden: int = 256        # LSTM cells of the z2 encoder
+    dec_hidden: int = 256       # LSTM cells of the decoder
+    num_layers: int = 2         # LSTM layers of each encoder and of the decoder
+    z2_prior_var: float = 0.25  # sigma_z2^2 in p(z2 | mu2) = N(mu2, sigma_z2^2 I)
+    # Seed systems (off by default: the paper's FHVAE)
+    z1_bottleneck: str = "gauss"  # gauss | vq: vector-quantized z1 (models/vq.py, Łańcucki et al. 2020)
+    vq_codes: int = 256           # K codes of the vq bottleneck
+    vq_commitment: float = 0.25   # weight of ||ze - sg(e)||^2
+    vq_batchnorm: bool = True     # BatchNorm before the linear layer that feeds the quantizer
+    decoder: str = "lstm"         # lstm | ar: add an autoregressive output (models/ar.py, WaveNet-style)
+    ar_channels: int = 64         # channels of the causal dilated convolutions
+    ar_layers: int = 4            # dilations 1, 2, ..., 2^(ar_layers-1)
+    zforcing: bool = False        # Z-forcing auxiliary cost (models/ar.py, Goyal et al. 2017)
+    zforcing_hidden: int = 128    # cells of its backward LSTM
+
+    def checks(self):
+        """[(ok, message)] of the section's own constraints."""
+        sizes = ("feat_dim", "seg_len", "z1_dim", "z2_dim", "z1_hidden", "z2_hidden", "dec_hidden", "num_layers",
+                 "vq_codes", "ar_channels", "ar_layers", "zforcing_hidden")
+        return [(getattr(self, k) >= 1, f"model.{k} must be >= 1, got {getattr(self, k)}") for k in sizes] + [
+            (self.z2_prior_var > 0, f"model.z2_prior_var must be > 0, got {self.z2_prior_var}"),
+            (self.z1_bottleneck in ("gauss", "vq"),
+             f"model.z1_bottleneck must be 'gauss' or 'vq', got {self.z1_bottleneck!r}"),
+            (self.decoder in ("lstm", "ar"), f"model.decoder must be 'lstm' or 'ar', got {self.decoder!r}"),
+            (self.vq_commitment >= 0, f"model.vq_commitment must be >= 0, got {self.vq_commitment}"),
+        ]
 
 
 @dataclass
@@ -33,6 +68,10 @@ class DataConfig:
 class TrainConfig:
     """Optimization and sampling (Algorithm 1 of the paper; flat = the 2017 algorithm)."""
     sampling: str = "hierarchical"   # hierarchical | flat
+    cache_optimizer: str = "reset"   # reset: a fresh Adam for the cache at every block | carry: its moments
+                                     # carry on across blocks (the original code's single Adam)
+    flat_cache_init: str = "random"  # flat sampling: the M-row cache starts at N(0, I) (random: the original
+                                     # code) or at the MAP estimates of the sequences (map)
     seq_batch_size: int = 2000       # K: sequences per block (hierarchical); ignored for flat
     block_passes: int = 1            # shuffled passes over a block's segments before sampling the next block
     batch_size: int = 256            # segments per optimization step
@@ -75,11 +114,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self):
-        """Raise ConfigError for impossible values."""
+        """Raise ConfigError for impossible values (the first one found); returns self."""
         t, d, m = self.train, self.data, self.model
-        m.__post_init__()   # the model's own checks (values set after construction)
-        checks = [
+        checks = m.checks() + [
             (t.sampling in ("hierarchical", "flat"), "train.sampling must be 'hierarchical' or 'flat'"),
+            (t.cache_optimizer in ("reset", "carry"), "train.cache_optimizer must be 'reset' or 'carry'"),
+            (t.flat_cache_init in ("random", "map"), "train.flat_cache_init must be 'random' or 'map'"),
             (t.seq_batch_size >= 1, "train.seq_batch_size (K) must be >= 1"),
             (t.batch_size >= 1, "train.batch_size must be >= 1"),
             (t.block_passes >= 1, "train.block_passes must be >= 1"),
@@ -108,7 +148,6 @@ class Config:
              "data.seg_shift/dev_seg_shift/svector_shift must be >= 1"),
             (0 <= d.max_bad_utts <= 1, "data.max_bad_utts must be a fraction in [0, 1]"),
             (d.dev_max_utts >= 0, "data.dev_max_utts must be >= 0 (0 = all)"),
-            (m.z2_prior_var > 0, "model.z2_prior_var must be > 0"),
             (m.seg_len == d.seg_len, "model.seg_len must equal data.seg_len"),
         ]
         for ok, msg in checks:

@@ -1,16 +1,10 @@
-"""Export latents of a trained FHVAE as Kaldi ark/scp (absolute paths).
+"""fhvae-export: latents of a trained FHVAE for a data dir, as Kaldi ark/scp (absolute paths).
 
-For each utterance of T frames (normalized with the training stats):
-- z1, z2 at frame rate: posterior means (T, z_dim) of the T - seg_len + 1 shift-1 windows of
-  seg_len frames, padded to T rows by repeating the first latent seg_len//2 - 1 times and the last
-  seg_len//2 times (9 and 10 for 20-frame segments), as the 2017 code's ``_pad_feats``: row t is the
-  latent of the window centred on frame t. An utterance shorter than seg_len is edge-padded to one
-  window whose latent is repeated T times. Kaldi float matrices (FM).
-- optional log-variances z1_logvar, z2_logvar (FM).
-- s-vector: MAP estimate of mu2 over the utterance's N segments starting every data.svector_shift
-  frames (20: non-overlapping, as the 2017 eval code), sum_n zbar2_n / (N + sigma_z2^2); Kaldi
-  float vector (FV).
-- per speaker: mean of its s-vectors (spk_svector, FV) and num_utts.ark (text: ``spk count``).
+Per utterance (normalized with the training stats; fhvae/infer.py defines the latents):
+- z1, z2 at frame rate (T, z_dim), posterior means of the shift-1 windows, padded as the 2017 code;
+  optional log-variances z1_logvar, z2_logvar. Kaldi float matrices (FM).
+- svector: MAP estimate of mu2 over the segments every data.svector_shift frames (FV).
+Per speaker: the mean of its s-vectors (spk_svector, FV) and num_utts.ark (text: ``spk count``).
 """
 import contextlib
 import logging
@@ -21,93 +15,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fhvae.config import read_exp_config
+from fhvae import infer
+from fhvae.data.index import UttIndex
 from fhvae.data.loader import UttReader
-from fhvae.data.sampler import fixed_segments
 from fhvae.errors import ConfigError, DataError
-from fhvae.features.stats import load_stats
 from fhvae.io.ark import ArkScpWriter
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import read_kv, utt2spk_to_spk2utt
-from fhvae.data.index import UttIndex
-from fhvae.models import losses
-from fhvae.models.fhvae import FHVAE, inference_batch
-from fhvae.train.checkpoint import load_model_weights
 
 log = logging.getLogger(__name__)
-
-
-def load_model(exp_dir, which="best", device="cpu"):
-    """(model in eval mode, Config, stats) of a trained exp dir."""
-    cfg, extra = read_exp_config(exp_dir)
-    model = FHVAE(cfg.model)
-    model.load_state_dict(load_model_weights(exp_dir, which))
-    model.to(device).eval()
-    return model, cfg, load_stats(extra["stats"])
-
-
-def frame_windows(x, seg_len):
-    """Shift-1 windows: x (T, D) -> (max(T - seg_len + 1, 1), seg_len, D); a short x is edge-padded."""
-    if len(x) < seg_len:
-        x = torch.cat([x, x[-1:].expand(seg_len - len(x), -1)])
-    return x.unfold(0, seg_len, 1).transpose(1, 2)
-
-
-def pad_latents(z, num_frames, seg_len):
-    """Window latents z (W, d) -> frame latents (num_frames, d): the first repeated seg_len//2 - 1
-    times on the left, the last seg_len//2 times on the right (the 2017 code), cut to num_frames."""
-    left = seg_len // 2 - 1
-    right = num_frames - len(z) - left
-    if right < 0:  # shorter than seg_len: one window for every frame
-        return z[:1].expand(num_frames, -1)
-    return torch.cat([z[:1].expand(left, -1), z, z[-1:].expand(right, -1)])
-
-
-def segment_windows(x, seg_len, shift):
-    """Segments at 0, shift, 2*shift, ... for the s-vector: (N, seg_len, D); a short utterance is
-    edge-padded to one segment."""
-    if len(x) < seg_len:
-        x = torch.cat([x, x[-1:].expand(seg_len - len(x), -1)])
-    starts = fixed_segments(len(x), seg_len, shift)
-    return torch.stack([x[s:s + seg_len] for s in starts])
-
-
-class Exporter:
-    """Computes latents for many utterances, batching windows of several utterances together."""
-
-    def __init__(self, model, cfg, device="cpu", batch_windows=None, frames=True):
-        self.model, self.cfg, self.device = model, cfg, device
-        self.batch = batch_windows or inference_batch(device)
-        self.frames = frames   # False: s-vectors only (no frame-rate windows: ~20x less work)
-
-    @torch.inference_mode()
-    def encode(self, utts):
-        """utts: list of (T_i, D) float32 tensors -> list of dicts with z1, z2, z1_logvar, z2_logvar
-        (T_i, z_dim) and svector (z2_dim,). Windows of all given utterances are run in chunks."""
-        L, shift = self.cfg.data.seg_len, self.cfg.data.svector_shift
-        wins = [frame_windows(x, L) for x in utts] if self.frames else []
-        segs = [segment_windows(x, L, shift) for x in utts]
-        allw = torch.cat(wins + segs)
-        outs = {k: [] for k in ("z1", "z1_logvar", "z2", "z2_logvar")}
-        for i in range(0, len(allw), self.batch):
-            w = allw[i:i + self.batch].to(self.device)
-            z2_mu, z2_lv = self.model.encode_z2(w)
-            z1_mu, z1_lv = self.model.encode_z1(w, z2_mu)
-            if z1_lv is None:   # vq z1: deterministic (zero variance)
-                z1_lv = torch.full_like(z1_mu, float("-inf"))
-            for k, v in zip(outs, (z1_mu, z1_lv, z2_mu, z2_lv)):
-                outs[k].append(v.float().cpu())
-        outs = {k: torch.cat(v) for k, v in outs.items()}
-        res, pos = [{} for _ in utts], 0
-        for r, x, w in zip(res, utts, wins):  # no windows without self.frames
-            r.update({k: pad_latents(outs[k][pos:pos + len(w)], len(x), L).numpy() for k in outs})
-            pos += len(w)
-        prior_var = self.cfg.model.z2_prior_var
-        for r, s in zip(res, segs):
-            z2s = outs["z2"][pos:pos + len(s)]
-            pos += len(s)
-            r["svector"] = losses.map_mu2(z2s.sum(0), float(len(s)), prior_var).numpy()
-        return res
 
 
 def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=False,
@@ -119,19 +35,18 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
 
     Returns a summary dict (utterances, frames, svector_shift, seconds, frames/s, real-time factor).
     """
-    model, cfg, stats = load_model(exp_dir, which, device)
+    model, cfg, stats = infer.load_model(exp_dir, which, device)
     if svector_shift is not None:
         cfg.data.svector_shift = svector_shift
         cfg.validate()   # the config's own checks (svector_shift >= 1)
     index = UttIndex.from_data_dir(data_dir)
     if len(stats.mean) != cfg.model.feat_dim:
         raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
-    if logvars and model.vq is not None:
+    if logvars and model.z1_logvar is None:
         raise ConfigError(f"{exp_dir}: --logvars: a vq z1 (model.z1_bottleneck=vq) has no log-variance")
     utt2spk = read_kv(os.path.join(data_dir, "utt2spk"))
     loader = UttReader(index, stats, cfg.model.feat_dim)
-    batch_windows = batch_windows or inference_batch(device)
-    exporter = Exporter(model, cfg, device, batch_windows, frames=not svectors_only)
+    batch_windows = batch_windows or infer.inference_batch(device)
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     names = [] if svectors_only else ["z1", "z2"] + (["z1_logvar", "z2_logvar"] if logvars else [])
@@ -140,7 +55,8 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
 
     def flush():
         nonlocal frames
-        res = exporter.encode([torch.from_numpy(x) for _, x in pending])
+        res = infer.encode_utterances(model, [torch.from_numpy(x) for _, x in pending], cfg.data.seg_len,
+                                      cfg.data.svector_shift, batch_windows, frames=not svectors_only)
         for (name, x), r in zip(pending, res):
             for n in names:
                 writers[n].write(name, r[n])

@@ -1,12 +1,16 @@
-"""Frame-level export (fhvae/export.py): windows, output padding as the 2017 code, s-vectors."""
+"""Utterance latents (fhvae/infer.py, written by fhvae-export): windows, output padding as the 2017
+code, s-vectors."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-from fhvae.config import Config
-from fhvae.export import Exporter, frame_windows, pad_latents
+from fhvae import infer
+from fhvae.config import Config, ModelConfig
+from fhvae.infer import frame_windows, pad_latents
 from fhvae.models import losses
-from fhvae.models.fhvae import FHVAE, ModelConfig
+from fhvae.models.fhvae import FHVAE
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +19,10 @@ def exporter():
     cfg = Config()
     cfg.model = ModelConfig(feat_dim=5, z1_dim=3, z2_dim=2, z1_hidden=8, z2_hidden=8, dec_hidden=8)
     cfg.data.seg_len, cfg.data.svector_shift = 20, 20
-    return Exporter(FHVAE(cfg.model).eval(), cfg, batch_windows=7)  # small chunks: batching is exercised
+    model = FHVAE(cfg.model).eval()
+    # small chunks: batching is exercised
+    return SimpleNamespace(model=model, cfg=cfg, encode=lambda xs: infer.encode_utterances(
+        model, xs, cfg.data.seg_len, cfg.data.svector_shift, batch=7))
 
 
 def test_pad_latents_repeats_edge_latents():

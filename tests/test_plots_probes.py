@@ -14,11 +14,14 @@ from fhvae.errors import DataError
 from fhvae.eval import labels as lab
 from fhvae.eval import convert as convert_mod
 from fhvae.eval import plots, probes
-from fhvae.export import export, load_model
-from fhvae.io.datadir import subset_data_dir, write_kv
+from fhvae import infer
+from fhvae.datadir import subset_data_dir
+from fhvae.export import export
+from fhvae.infer import load_model
+from fhvae.io.tables import write_kv
 from fhvae.models.fhvae import FHVAE
 from fhvae.train import checkpoint as ckpt
-from fhvae.train.trainer import prepare_exp_dir
+from fhvae.train.expdir import prepare_exp_dir
 from tests.fakedata import make_feats_dir, write_stats
 
 TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.dev_seg_shift", 10),
@@ -225,6 +228,12 @@ def test_tsne_skips_factors_without_labels(setup, tmp_path, caplog):
     assert_png(tmp_path / "out" / "tsne_grid.png")
 
 
+def _encode(model, x):
+    """Posterior means (z1, z2) of segments x as numpy."""
+    z = infer.encode(model, x)
+    return z["z1_mu"].numpy(), z["z2_mu"].numpy()
+
+
 def test_tsne_uses_exported_latents_at_segment_centres(setup):
     d, exp, _ = setup
     ex = os.path.join(exp, "export", "test")
@@ -235,7 +244,7 @@ def test_tsne_uses_exported_latents_at_segment_centres(setup):
     # ... which are the latents of exactly those segments
     model, cfg, stats = load_model(exp)
     x = probes.read_segments(str(d / "test" / "feats.scp"), segs, 10, stats)
-    z1, z2 = probes.encode_segments(model, x)
+    z1, z2 = _encode(model, x)
     np.testing.assert_allclose(z["z1"], z1, atol=1e-5)
     np.testing.assert_allclose(z["z2"], z2, atol=1e-5)
 
@@ -247,9 +256,9 @@ def test_recombine_pairs_z1_of_rows_with_z2_of_columns(setup):
                                                              ("spk12-u00", 0), ("spk13-u00", 0)], 10, stats)
     grid = plots.recombine(model, x[:2], x[2:])
     assert grid.shape == (2, 2, 10, 8)
-    z1, z2 = probes.encode_segments(model, x)
-    np.testing.assert_allclose(grid[0, 1], plots.decode_means(model, z1[[0]], z2[[3]], 10)[0], atol=1e-5)
-    np.testing.assert_allclose(grid[1, 0], plots.decode_means(model, z1[[1]], z2[[2]], 10)[0], atol=1e-5)
+    z1, z2 = _encode(model, x)
+    np.testing.assert_allclose(grid[0, 1], infer.decode(model, z1[[0]], z2[[3]], 10)[0], atol=1e-5)
+    np.testing.assert_allclose(grid[1, 0], infer.decode(model, z1[[1]], z2[[2]], 10)[0], atol=1e-5)
 
 
 def test_pick_diverse_covers_speakers_and_conditions_first():
@@ -299,14 +308,14 @@ def test_convert_shifts_z2_by_svector_difference(setup):
     # target = own s-vector: plain reconstruction of non-overlapping windows, the last ending at T
     same = convert_mod.convert_utterance(model, cfg, x, s_u)
     starts = list(range(0, T - 10 + 1, 10)) + ([T - 10] if T % 10 else [])
-    z1, z2 = probes.encode_segments(model, np.stack([x[s:s + 10] for s in starts]))
-    rec = plots.decode_means(model, z1, z2, 10)
+    z1, z2 = _encode(model, np.stack([x[s:s + 10] for s in starts]))
+    rec = infer.decode(model, z1, z2, 10)
     np.testing.assert_allclose(same[:10], rec[0], atol=1e-5)
     np.testing.assert_allclose(same[T - 10:], rec[-1], atol=1e-5)
     # another target: every window decoded with z2 + (s_t - s_u)
     s_t = s_u + np.array([1.0, -1.0, 0.5, 0.0], dtype=np.float32)
     conv = convert_mod.convert_utterance(model, cfg, x, s_t)
-    want = plots.decode_means(model, z1, z2 + (s_t - s_u), 10)
+    want = infer.decode(model, z1, z2 + (s_t - s_u), 10)
     np.testing.assert_allclose(conv[10:20], want[1], atol=1e-5)
     assert not np.allclose(conv, same, atol=1e-3)
     # the s-vector is the export's

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from fhvae import config
-from fhvae.data.sampler import jitter_starts
 from fhvae.errors import ConfigError
 from fhvae.export import export
 from fhvae.models import losses
 from fhvae.models.ar import ARDecoder, ZForcing
-from fhvae.models.fhvae import FHVAE, ModelConfig
+from fhvae.config import ModelConfig, TrainConfig
+from fhvae.models.ar import weight as zf_weight
+from fhvae.models.fhvae import FHVAE
+from fhvae.models.jitter import jitter_starts
 from fhvae.models.vq import Reservoir, VectorQuantizer, usage
 from fhvae.train.trainer import Trainer
 from tests.test_trainer import assert_same_weights, sets, train, weights  # noqa: F401 (fixture)
@@ -54,10 +56,10 @@ def test_vq_kl_is_log_k_in_the_bound():
     x = torch.randn(3, 10, 6)
     out = m(x)
     assert out["z1_logvar"] is None and m.z1_logvar is None
-    t = losses.segment_terms(out, x, torch.zeros(3, 4), torch.ones(3), num_codes=5)
+    t = m.segment_terms(out, x, torch.zeros(3, 4), torch.ones(3))
     assert torch.allclose(t["kl_z1"], torch.full((3,), math.log(5)))
-    loss, terms = losses.fhvae_loss(out, x, torch.zeros(2, 4, requires_grad=True), torch.tensor([0, 1, 0]),
-                                    torch.ones(3), num_codes=5)
+    loss, terms = m.loss(out, x, torch.zeros(2, 4, requires_grad=True), torch.tensor([0, 1, 0]),
+                         torch.ones(3), TrainConfig())
     assert torch.allclose(loss, (-(terms["bound"] + 10 * terms["disc"]) + terms["vq"]).mean())
     m.eval()
     z1, lv = m.encode_z1(x, m.encode_z2(x)[0])
@@ -192,8 +194,8 @@ def test_fast_cpu_path_matches_nn_lstm_for_seed_systems(kw):
     for m in (fast, plain):
         torch.manual_seed(3)
         out = m(x)
-        loss, _ = losses.fhvae_loss(out, x, torch.zeros(2, 4), torch.tensor([0, 1, 0, 1]), torch.ones(4),
-                                    num_codes=5, zf_weight=0.5)
+        loss, _ = m.loss(out, x, torch.zeros(2, 4), torch.tensor([0, 1, 0, 1]), torch.ones(4),
+                         TrainConfig(zforcing_weight=0.5, zforcing_anneal_steps=0))
         loss.backward()
         outs.append((loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}))
     assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5)
@@ -283,9 +285,7 @@ def test_ar_zforcing_jitter_training_runs_and_logs_terms(sets):
 
 def test_zforcing_weight_ramps_linearly():
     cfg = config.load_config(None, [("train.zforcing_weight", 2.0), ("train.zforcing_anneal_steps", 100)])
-    tr = Trainer.__new__(Trainer)
-    tr.cfg = cfg
-    assert [tr._zf_weight(s) for s in (0, 50, 100, 1000)] == [0.0, 1.0, 2.0, 2.0]
+    assert [zf_weight(cfg.train, s) for s in (0, 50, 100, 1000)] == [0.0, 1.0, 2.0, 2.0]
 
 
 def test_seed_table_collects_the_result_files(tmp_path, repo_root):

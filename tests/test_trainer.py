@@ -18,7 +18,10 @@ from fhvae.export import export
 from fhvae.train import checkpoint as ckpt
 from fhvae.features.stats import load_stats
 from fhvae.models.fhvae import FHVAE
-from fhvae.train.trainer import DevSet, Trainer, adam, ema_model, load_adam_state, lr_scale, prepare_exp_dir
+from fhvae.train.dev import DevSet
+from fhvae.train.expdir import prepare_exp_dir
+from fhvae.train.optim import adam, ema_model, load_adam_state, lr_scale
+from fhvae.train.trainer import Trainer
 from tests.fakedata import make_feats_dir, write_stats
 
 TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
@@ -238,8 +241,7 @@ def test_more_epochs_on_a_finished_run_continues_it(sets):
 
 def _nan_at(monkeypatch, steps):
     """Make the loss non-finite at the given (1-based) steps."""
-    from fhvae.train import trainer as tr
-    orig, n = tr.losses.fhvae_loss, {"i": 0}
+    orig, n = FHVAE.loss, {"i": 0}
 
     def fake(*a, **k):
         loss, terms = orig(*a, **k)
@@ -248,7 +250,7 @@ def _nan_at(monkeypatch, steps):
             terms = dict(terms, kl_z1=terms["kl_z1"] * float("nan"))
             loss = loss * float("nan")
         return loss, terms
-    monkeypatch.setattr(tr.losses, "fhvae_loss", fake)
+    monkeypatch.setattr(FHVAE, "loss", fake)
 
 
 def test_nan_loss_stops_naming_step_and_term(sets, monkeypatch):

@@ -104,13 +104,3 @@ def fixed_segments(length, seg_len, shift):
     if length < seg_len:
         return np.zeros(1, dtype=np.int64)
     return np.arange(0, length - seg_len + 1, shift, dtype=np.int64)
-
-
-def jitter_starts(starts, lengths, seg_len, p, shift, rng):
-    """Time jitter (Chorowski et al. 2019) for segment latents: each start (B,) moves to a neighbour,
-    ``shift`` frames left or right (equally likely), with probability p, clipped to [0, L - seg_len]
-    of its sequence (lengths (B,) frames). rng: numpy Generator. Returns new starts (B,) int64."""
-    starts = np.asarray(starts, dtype=np.int64)
-    move = rng.random(len(starts)) < p
-    side = np.where(rng.random(len(starts)) < 0.5, -1, 1)
-    return np.clip(starts + move * side * shift, 0, np.asarray(lengths) - seg_len)

@@ -6,11 +6,9 @@ import os
 import numpy as np
 import torch
 
+from fhvae import infer
 from fhvae.errors import DataError
 from fhvae.eval.labels import centre_frame
-from fhvae.eval.plots import decode_means, unnormalize
-from fhvae.eval.probes import encode_segments
-from fhvae.export import Exporter, frame_windows, load_model
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import load_data_dir, read_kv
@@ -25,7 +23,7 @@ def _windows(x, seg_len, mode):
     if mode == "frame":
         left = seg_len // 2 - 1
         xp = np.concatenate([np.repeat(x[:1], left, axis=0), x, np.repeat(x[-1:], seg_len - 1 - left, axis=0)])
-        return frame_windows(torch.from_numpy(xp), seg_len).numpy(), None
+        return infer.frame_windows(torch.from_numpy(xp), seg_len).numpy(), None
     T = len(x)
     if T < seg_len:
         x = np.concatenate([x, np.repeat(x[-1:], seg_len - T, axis=0)])
@@ -37,7 +35,8 @@ def _windows(x, seg_len, mode):
 
 def _svector(model, cfg, x):
     """The utterance's s-vector exactly as fhvae-export computes it (MAP estimate of mu2)."""
-    return Exporter(model, cfg, frames=False).encode([torch.from_numpy(x)])[0]["svector"]
+    return infer.encode_utterances(model, [torch.from_numpy(x)], cfg.data.seg_len, cfg.data.svector_shift,
+                                   frames=False)[0]["svector"]
 
 
 def convert_utterance(model, cfg, x, target_svector, mode="segment"):
@@ -56,8 +55,8 @@ def convert_utterance(model, cfg, x, target_svector, mode="segment"):
     L = cfg.data.seg_len
     shift = np.asarray(target_svector, dtype=np.float32) - _svector(model, cfg, x)
     wins, starts = _windows(x, L, mode)
-    z1, z2 = encode_segments(model, wins)
-    dec = decode_means(model, z1, z2 + shift, L)
+    z = infer.encode(model, wins)
+    dec = infer.decode(model, z["z1_mu"], z["z2_mu"] + torch.from_numpy(shift), L)
     if mode == "frame":
         return dec[:, centre_frame(0, L)]
     out = np.empty((len(x), x.shape[1]), dtype=np.float32)
@@ -79,7 +78,7 @@ def convert(exp_dir, data_dir, out_dir, svectors_scp, *, target_spk=None, src_ut
         raise DataError("convert: give exactly one of target_spk and src_utt2tgt")
     if mode not in ("segment", "frame"):
         raise DataError(f"convert: mode must be 'segment' or 'frame', got {mode!r}")
-    model, cfg, stats = load_model(exp_dir, which, device)
+    model, cfg, stats = infer.load_model(exp_dir, which, device)
     dd = load_data_dir(data_dir)
     feats_scp = os.path.join(data_dir, "feats.scp")
     if dd.feats_scp is None:
@@ -107,7 +106,7 @@ def convert(exp_dir, data_dir, out_dir, svectors_scp, *, target_spk=None, src_ut
             ArkScpWriter(os.path.join(out_dir, "feats.ark"), os.path.join(out_dir, "feats.scp")) as w:
         for u in sorted(utt2tgt, key=lambda k: k.encode()):
             x = stats.normalize(reader[u])
-            y = unnormalize(convert_utterance(model, cfg, x, targets[utt2tgt[u]], mode), stats)
+            y = stats.unnormalize(convert_utterance(model, cfg, x, targets[utt2tgt[u]], mode))
             w.write(u, y)
             nframes[u] = len(y)
     atomic_write_text(os.path.join(out_dir, "utt2num_frames"), "".join(f"{u} {n}\n" for u, n in nframes.items()))

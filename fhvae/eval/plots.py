@@ -15,11 +15,10 @@ import os
 import numpy as np
 import torch
 
+from fhvae import infer
 from fhvae.errors import DataError
 from fhvae.eval.labels import SetLabels, centre_frame, sample_segments
-from fhvae.eval.probes import encode_segments, read_segments, utt2frames
-from fhvae.export import load_model
-from fhvae.features.stats import VAR_FLOOR
+from fhvae.eval.probes import read_segments, utt2frames
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_open
 from fhvae.io.datadir import load_data_dir
@@ -141,23 +140,6 @@ def plot_tsne(data_dir, export_dir, out_dir, *, seg_len=20, phone_classes=None, 
 
 # ------------------------------------------------------------------------------- decoding latents
 
-def unnormalize(x, stats):
-    """Inverse of ``stats.normalize``: x * sqrt(max(var, floor)) + mean, float32."""
-    return (x * np.sqrt(np.maximum(stats.var, VAR_FLOOR)) + stats.mean).astype(np.float32)
-
-
-@torch.inference_mode()
-def decode_means(model, z1, z2, seg_len, batch=4096):
-    """Decoder means: z1 (N, z1_dim), z2 (N, z2_dim) -> (N, seg_len, F) float32 numpy (normalized)."""
-    dev = next(model.parameters()).device
-    out = []
-    for i in range(0, len(z1), batch):
-        mu, _ = model.decode(torch.as_tensor(z1[i:i + batch]).to(dev), torch.as_tensor(z2[i:i + batch]).to(dev),
-                             seg_len)
-        out.append(mu.float().cpu().numpy())
-    return np.concatenate(out)
-
-
 def pick_diverse(segments, utt_labels, n, rng):
     """n segments of different utterances, greedily covering new (speaker, condition) values first.
 
@@ -183,10 +165,9 @@ def recombine(model, xa, xb):
     """Normalized segments xa (n_a, L, F), xb (n_b, L, F) -> (n_a, n_b, L, F): cell (i, j) is the
     decoder mean given [z1 of xa_i, z2 of xb_j] (posterior means)."""
     L = xa.shape[1]
-    z1a, _ = encode_segments(model, xa)
-    _, z2b = encode_segments(model, xb)
+    z1a, z2b = infer.encode(model, xa)["z1_mu"], infer.encode(model, xb)["z2_mu"]
     ii, jj = np.meshgrid(np.arange(len(xa)), np.arange(len(xb)), indexing="ij")
-    return decode_means(model, z1a[ii.ravel()], z2b[jj.ravel()], L).reshape(len(xa), len(xb), L, -1)
+    return infer.decode(model, z1a[ii.ravel()], z2b[jj.ravel()], L).reshape(len(xa), len(xb), L, -1)
 
 
 def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best", device="cpu"):
@@ -194,7 +175,7 @@ def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best"
     shows the A segments, the top row the B segments. 2n segments of distinct utterances, covering
     as many speakers/conditions as possible, taken from the middle of their utterances (n is
     reduced, with a warning, when the set has fewer than 2n utterances)."""
-    model, cfg, stats = load_model(exp_dir, which, device)
+    model, cfg, stats = infer.load_model(exp_dir, which, device)
     L = cfg.data.seg_len
     dd = load_data_dir(data_dir)
     utt_labels = {"speaker": dd.utt2spk, "condition": dd.utt2cond or {}}
@@ -209,8 +190,8 @@ def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best"
     picks = pick_diverse(mid, utt_labels, 2 * n, np.random.default_rng(seed))
     a, b = picks[0::2], picks[1::2]
     x = read_segments(os.path.join(data_dir, "feats.scp"), a + b, L, stats)
-    orig = unnormalize(x, stats)
-    dec = unnormalize(recombine(model, x[:n], x[n:]), stats)
+    orig = stats.unnormalize(x)
+    dec = stats.unnormalize(recombine(model, x[:n], x[n:]))
     vmin, vmax = np.percentile(orig, [1, 99])
 
     def name(seg):
@@ -241,3 +222,18 @@ def plot_recombination(exp_dir, data_dir, out_path, *, n=4, seed=0, which="best"
     _save(fig, out_path)
     log.info("wrote %s (A: %s; B: %s)", out_path, " ".join(u for u, _ in a), " ".join(u for u, _ in b))
     return out_path
+
+
+def plot_training_curve(exp_dir):
+    """exp_dir/training_curve.png: train loss and dev bound against steps (from metrics.jsonl)."""
+    from fhvae.train.expdir import read_metrics
+    recs = read_metrics(exp_dir)
+    steps = [r["step"] for r in recs]
+    fig = _figure(10, 3.5)
+    ax = fig.subplots(1, 2)
+    ax[0].plot(steps, [r["train"].get("loss", np.nan) for r in recs], marker=".")
+    ax[0].set(title="train loss (-bound - alpha*disc)", xlabel="step")
+    ax[1].plot(steps, [r["dev"]["bound"] for r in recs], marker=".", color="C1")
+    ax[1].set(title="dev segment lower bound (nats)", xlabel="step")
+    fig.tight_layout()
+    _save(fig, os.path.join(exp_dir, "training_curve.png"), dpi=100)

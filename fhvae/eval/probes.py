@@ -23,33 +23,16 @@ from collections import Counter
 import numpy as np
 import torch
 
+from fhvae import infer
 from fhvae.errors import DataError
 from fhvae.eval.labels import SetLabels, centre_frame, sample_segments
-from fhvae.export import load_model
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.datadir import load_data_dir
-from fhvae.models.fhvae import inference_batch
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("fbank", "z1", "z2")
-
-
-@torch.inference_mode()
-def encode_segments(model, x, batch=None):
-    """Posterior means of segments: x (N, seg_len, F) normalized -> z1 (N, z1_dim), z2 (N, z2_dim),
-    float32 numpy; z1 is conditioned on the posterior mean of z2 (as in the export)."""
-    dev = next(model.parameters()).device
-    batch = batch or inference_batch(dev)
-    z1s, z2s = [], []
-    for i in range(0, len(x), batch):
-        w = torch.as_tensor(x[i:i + batch], dtype=torch.float32).to(dev)
-        z2, _ = model.encode_z2(w)
-        z1, _ = model.encode_z1(w, z2)
-        z1s.append(z1.float().cpu().numpy())
-        z2s.append(z2.float().cpu().numpy())
-    return np.concatenate(z1s), np.concatenate(z2s)
 
 
 def read_segments(feats_scp, segments, seg_len, stats):
@@ -80,7 +63,8 @@ def utt2frames(data_dir):
 def segment_inputs(model, seg_len, stats, data_dir, segments):
     """{input: (N, dim) float32} for ``segments`` of ``data_dir`` (see the module doc)."""
     x = read_segments(os.path.join(data_dir, "feats.scp"), segments, seg_len, stats)
-    z1, z2 = encode_segments(model, x)
+    z = infer.encode(model, x)
+    z1, z2 = z["z1_mu"].numpy(), z["z2_mu"].numpy()
     fbank = np.concatenate([x.mean(1), x[:, centre_frame(0, seg_len)]], axis=1)
     return {"fbank": fbank, "z1": z1, "z2": z2}
 
@@ -156,7 +140,7 @@ def run_probes(exp_dir, train_dir, test_dir, out_dir, *, phone_classes=None, max
 
     Up to ``max_segments`` non-overlapping segments are sampled from each of train_dir and test_dir.
     """
-    model, cfg, stats = load_model(exp_dir, which, device)
+    model, cfg, stats = infer.load_model(exp_dir, which, device)
     L = cfg.data.seg_len
     sets = {}
     for name, d in (("train", train_dir), ("test", test_dir)):

@@ -41,6 +41,10 @@ class Stats:
         scale = (1.0 / np.sqrt(np.maximum(self.var, VAR_FLOOR))).astype(np.float32)
         return (x - self.mean.astype(np.float32)) * scale
 
+    def unnormalize(self, x):
+        """Inverse of ``normalize``: ``x * sqrt(max(var, 1e-8)) + mean`` as float32; ``x`` is (..., D)."""
+        return (x * np.sqrt(np.maximum(self.var, VAR_FLOOR)) + self.mean).astype(np.float32)
+
     def save(self, path):
         """Write ``path`` (.npz) atomically."""
         with atomic_open(path, "wb") as f:

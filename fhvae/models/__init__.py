@@ -1,5 +1,5 @@
-"""fhvae.models: the FHVAE (encoders, decoder) and its loss terms."""
-from fhvae.models.fhvae import FHVAE, ModelConfig, sample_gauss
-from fhvae.models import losses
+"""fhvae.models: the FHVAE (fhvae.py), its loss terms (losses.py), the LSTM seam (lstm.py) and the
+seed-system variants (variant.py: the interface; seed_systems.py: the list)."""
+from fhvae.models.fhvae import FHVAE, sample_gauss
 
-__all__ = ["FHVAE", "ModelConfig", "sample_gauss", "losses"]
+__all__ = ["FHVAE", "sample_gauss"]

@@ -4,13 +4,17 @@ ARDecoder: p(x_t | x_<t, z1, z2). A WaveNet-style stack of causal dilated convol
 previous frames x_<t, each layer's gated activation tanh(a) * sigmoid(b) conditioned on the FHVAE
 decoder's LSTM state d_t (a function of z1 and z2 only). Its outputs are added to the FHVAE
 decoder's Gaussian heads, and its output layer starts at zero, so at initialization the model is
-the plain FHVAE.
+the plain FHVAE (``model.decoder = ar``).
 
 ZForcing (Goyal et al., 2017): a backward LSTM reads the segment from its end, b_t = f(x_t..x_T),
 trained as a reverse predictor of x (b_{t+1} predicts x_t); the decoder states d_t must predict the
-stop-gradient b_t: aux = -sum_t log N(sg(b_t); mu(d_t), exp(logvar(d_t))). It forces z1, z2 to
-carry what the future of the segment holds, which an autoregressive decoder would otherwise read from
-x_<t alone. The trainer weights aux + back by train.zforcing_weight, annealed (see TrainConfig).
+stop-gradient b_t: aux = -sum_t log N(sg(b_t); mu(d_t), exp(logvar(d_t))) (``model.zforcing``).
+It forces z1, z2 to carry what the future of the segment holds, which an autoregressive decoder would
+otherwise read from x_<t alone. The loss adds train.zforcing_weight * aux (the weight ramped up from 0
+over train.zforcing_anneal_steps) + back.
+
+Unlike Goyal et al., whose latents are per time step and predict b_t directly, ours are per segment
+(z1, z2), so the prediction of b_t is made from the decoder's state d_t, a function of z1, z2 and t.
 
 Shapes: x (B, T, F) frames; d (B, H, T) decoder states (channels first, as Conv1d wants).
 """
@@ -19,11 +23,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fhvae.models.losses import log_gauss
+from fhvae.models.variant import Variant
 
 
-class ARDecoder(nn.Module):
+class ARDecoder(Variant):
     """ARDecoder(feat_dim, cond_dim, channels, layers, kernel): (x (B,T,F), d (B,H,T)) -> (mu, logvar)
     offsets, each (B, T, F); dilations 1, 2, 4, ... (receptive field 1 + (kernel-1)(2^layers - 1) frames)."""
+
+    name = "ar"
 
     def __init__(self, feat_dim, cond_dim, channels=64, layers=4, kernel=2):
         super().__init__()
@@ -36,6 +43,21 @@ class ARDecoder(nn.Module):
         self.out = nn.Conv1d(channels, 2 * feat_dim, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    @classmethod
+    def enabled(cls, cfg):
+        return cfg.decoder == "ar"
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.feat_dim, cfg.dec_hidden, cfg.ar_channels, cfg.ar_layers)
+
+    def decoder_output(self, x, d, x_mu, x_logvar):
+        """Teacher-forced p(x_t | x_<t, z1, z2) given x; without x the frames are generated (greedy)."""
+        if x is None:
+            return self.generate(x_mu, x_logvar, d)
+        mu_o, lv_o = self(x, d)
+        return x_mu + mu_o, x_logvar + lv_o
 
     @property
     def receptive_field(self):
@@ -70,16 +92,34 @@ class ARDecoder(nn.Module):
         return x, lv
 
 
-class ZForcing(nn.Module):
+class ZForcing(Variant):
     """ZForcing(feat_dim, cond_dim, hidden): (x (B,T,F), d (B,H,T)) -> (aux (B,), back (B,)) in nats:
     aux = -log N(sg(b); mu(d), logvar(d)) summed over frames and dims (trains d, i.e. the latents);
     back = -log N(x_t; b_{t+1}) of the backward LSTM's reverse prediction (trains the backward LSTM)."""
+
+    name = "zf"
 
     def __init__(self, feat_dim, cond_dim, hidden=128):
         super().__init__()
         self.lstm = nn.LSTM(feat_dim, hidden, 1, batch_first=True)
         self.back_mu, self.back_logvar = nn.Linear(hidden, feat_dim), nn.Linear(hidden, feat_dim)
         self.aux_mu, self.aux_logvar = nn.Linear(cond_dim, hidden), nn.Linear(cond_dim, hidden)
+
+    @classmethod
+    def enabled(cls, cfg):
+        return cfg.zforcing
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.feat_dim, cfg.dec_hidden, cfg.zforcing_hidden)
+
+    def outputs(self, x, d):
+        aux, back = self(x, d)
+        return {"zf_aux": aux, "zf_back": back}
+
+    def add_loss(self, loss, out, terms, t, step):
+        terms["zf_aux"], terms["zf_back"] = out["zf_aux"], out["zf_back"]
+        return loss + weight(t, step) * out["zf_aux"] + out["zf_back"]
 
     def backward_states(self, x):
         """b (B, T, hidden): b_t summarizes x_t..x_T (the LSTM run over the reversed segment)."""
@@ -93,3 +133,9 @@ class ZForcing(nn.Module):
         dt = d.transpose(1, 2)   # (B, T, H)
         aux = -log_gauss(b.detach(), self.aux_mu(dt), self.aux_logvar(dt))
         return aux, back
+
+
+def weight(t, step):
+    """Z-forcing weight at 0-based ``step``: t.zforcing_weight, ramped linearly from 0 over
+    t.zforcing_anneal_steps (TrainConfig t)."""
+    return t.zforcing_weight * (min(1.0, step / t.zforcing_anneal_steps) if t.zforcing_anneal_steps else 1.0)

@@ -68,22 +68,18 @@ def discriminative(z2_mu, cache, idx, prior_var=0.25):
     return -F.cross_entropy(logits, idx, reduction="none")
 
 
-def segment_terms(out, x, mu2, n_segs, prior_var=0.25, num_codes=None):
+def segment_terms(out, x, mu2, n_segs, prior_var=0.25, kl1=None):
     """Segment lower bound (Eq. 3) and its terms, each (B,) in nats.
 
     out: FHVAE.forward dict; x: (B, T, F) segments; mu2: (B, D) prior mean of each segment's
     sequence (its cache row); n_segs: (B,) number of segments N_i of each segment's sequence.
     Terms: log_px = log p(x|z1,z2), kl_z1, kl_z2, log_pmu2 = log p(mu2) / N_i, and
-    bound = log_px - kl_z1 - kl_z2 + log_pmu2. A vq z1 (out["z1_logvar"] is None) has
-    kl_z1 = log num_codes (deterministic posterior, uniform prior over the codes).
+    bound = log_px - kl_z1 - kl_z2 + log_pmu2. kl1 (B,), if given, is kl_z1 (a non-Gaussian z1
+    posterior, e.g. vq: log K).
     """
-    if out["z1_logvar"] is None:
-        kl1 = torch.full_like(out["z1"][:, 0], math.log(num_codes))
-    else:
-        kl1 = kl_z1(out["z1_mu"], out["z1_logvar"])
     t = {
         "log_px": log_gauss(x, out["x_mu"], out["x_logvar"]),
-        "kl_z1": kl1,
+        "kl_z1": kl_z1(out["z1_mu"], out["z1_logvar"]) if kl1 is None else kl1,
         "kl_z2": kl_z2(out["z2_mu"], out["z2_logvar"], mu2, prior_var),
         "log_pmu2": log_p_mu2(mu2) / n_segs,
     }
@@ -91,23 +87,14 @@ def segment_terms(out, x, mu2, n_segs, prior_var=0.25, num_codes=None):
     return t
 
 
-def fhvae_loss(out, x, cache, idx, n_segs, alpha=10.0, prior_var=0.25, num_codes=None, zf_weight=0.0):
-    """Training loss -mean(bound + alpha * disc) (Eq. 5, Algorithm 1 line 10) and its terms.
+def fhvae_loss(out, x, cache, idx, n_segs, alpha=10.0, prior_var=0.25, kl1=None):
+    """Per-segment training loss -(bound + alpha * disc) (B,) (Eq. 5, Algorithm 1 line 10; its mean
+    is minimized) and its terms, each (B,): log_px, kl_z1, kl_z2, log_pmu2, disc, bound.
 
     out: FHVAE.forward dict; x: (B, T, F); cache: (K, D) trainable mu2 of the K sequences of the
     block (hierarchical) or of all M sequences (flat); idx: (B,) long cache row of each segment;
-    n_segs: (B,) N_i of each segment's sequence. Returns (loss scalar, terms): terms holds (B,)
-    tensors log_px, kl_z1, kl_z2, log_pmu2, disc, bound (see segment_terms, discriminative).
-    Seed systems add to the loss (not to the bound): the vq codebook + commitment loss out["vq_loss"]
-    (term vq), and Z-forcing's zf_weight * zf_aux + zf_back (zf_back only trains its backward LSTM).
+    n_segs: (B,) N_i of each segment's sequence; kl1: see segment_terms.
     """
-    terms = segment_terms(out, x, cache[idx], n_segs, prior_var, num_codes)
+    terms = segment_terms(out, x, cache[idx], n_segs, prior_var, kl1)
     terms["disc"] = discriminative(out["z2_mu"], cache, idx, prior_var)
-    loss = -(terms["bound"] + alpha * terms["disc"])
-    if "vq_loss" in out:
-        terms["vq"] = out["vq_loss"]
-        loss = loss + out["vq_loss"]
-    if "zf_aux" in out:
-        terms["zf_aux"], terms["zf_back"] = out["zf_aux"], out["zf_back"]
-        loss = loss + zf_weight * out["zf_aux"] + out["zf_back"]
-    return loss.mean(), terms
+    return -(terms["bound"] + alpha * terms["disc"]), terms

@@ -1,4 +1,5 @@
-"""Vector-quantized z1 bottleneck (VQ-VAE) with the robust-training tricks of Łańcucki et al. (2020).
+"""Vector-quantized z1 bottleneck (VQ-VAE) with the robust-training tricks of Łańcucki et al. (2020):
+``model.z1_bottleneck = vq``.
 
     ze = W BatchNorm(h) + b          h (B, D): the z1 head's output (the Gaussian model's z1_mu)
     k  = argmin_j ||ze - e_j||^2     codebook E (K, D)
@@ -8,20 +9,28 @@ Loss per segment (summed over the D dims, nats-like scale of the bound):
 ||sg(ze) - e_k||^2 (moves the codes) + commitment * ||ze - sg(e_k)||^2 (moves the encoder).
 With a deterministic posterior and a uniform prior over K codes, KL(q(z1|x) || p(z1)) = log K.
 
-The two tricks live in the trainer: the codebook is its own Adam group at ``train.vq_lr_mult`` times
-the lr, and at the start of the first ``train.vq_reinit_epochs`` epochs (after the first) the codebook
-is re-initialized by k-means++ / k-means on a ``Reservoir`` of the last epoch's encoder outputs.
+Training tricks: the codebook is its own Adam group at ``train.vq_lr_mult`` times the lr, and at the
+start of the first ``train.vq_reinit_epochs`` epochs (after the first) the codebook is re-initialized
+by k-means++ / k-means on a ``Reservoir`` of the last epoch's encoder outputs. Codebook usage
+(entropy / ln K, perplexity, codes used) is logged for training and dev.
 """
+import logging
 import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from fhvae.models.variant import Variant
 
-class VectorQuantizer(nn.Module):
+log = logging.getLogger(__name__)
+
+
+class VectorQuantizer(Variant):
     """VectorQuantizer(dim, codes): h (B, D) -> dict z1 (B, D) quantized (straight-through),
     codes (B,) long, ze (B, D) pre-quantization outputs, loss (B,)."""
+    name = "vq"
+    deterministic_z1 = True
 
     def __init__(self, dim, codes, commitment=0.25, batchnorm=True):
         super().__init__()
@@ -30,6 +39,15 @@ class VectorQuantizer(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.codebook = nn.Parameter(torch.empty(codes, dim))
         self.reset_parameters()
+        self.reservoir = self.code_counts = self.dev_counts = None   # training state (start_training)
+
+    @classmethod
+    def enabled(cls, cfg):
+        return cfg.z1_bottleneck == "vq"
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.z1_dim, cfg.vq_codes, cfg.vq_commitment, cfg.vq_batchnorm)
 
     def reset_parameters(self):
         """Codes uniform in [-1/K, 1/K] (the VQ-VAE default); projection Glorot, zero bias."""
@@ -69,6 +87,69 @@ class VectorQuantizer(nn.Module):
         km = KMeans(self.num_codes, init="k-means++", n_init=1, max_iter=max_iter, random_state=seed).fit(x)
         self.codebook.copy_(torch.as_tensor(km.cluster_centers_, dtype=self.codebook.dtype))
         return float(km.inertia_) / len(x)
+
+    # ---- Variant hooks
+    def z1_posterior(self, z1_head, out):
+        q = self(z1_head)
+        out.update(vq_codes=q["codes"], vq_ze=q["ze"], vq_loss=q["loss"])
+        return q["z1"], None, q["z1"]   # deterministic: no log-variance, the sample is the code
+
+    def z1_mean(self, z1_head):
+        return self.quantize(z1_head)
+
+    def kl_z1(self, out):
+        return torch.full_like(out["z1"][:, 0], self.kl)
+
+    def add_loss(self, loss, out, terms, t, step):
+        terms["vq"] = out["vq_loss"]
+        return loss + out["vq_loss"]
+
+    def start_training(self, t):
+        self.reinit_epochs = t.vq_reinit_epochs
+        self.reservoir = Reservoir(t.vq_reservoir, self.codebook.shape[1])
+        self.code_counts = np.zeros(self.num_codes, dtype=np.int64)
+
+    def lr_mults(self, t):
+        return {self.codebook: t.vq_lr_mult}
+
+    def after_step(self, out, key):
+        self.code_counts += np.bincount(out["vq_codes"].cpu().numpy(), minlength=self.num_codes)
+        self.reservoir.add(out["vq_ze"], seed=key)
+
+    def end_epoch(self, epoch, rec, opt, dist, seed):
+        """Codebook usage of the epoch's training batches into rec["train"]; the codebook re-initialized
+        by k-means on the reservoir (epochs 1..vq_reinit_epochs, i.e. at the start of 2..N+1), its Adam
+        moments reset; the reservoir emptied for the next epoch. Returns [codebook] if re-initialized."""
+        u = usage(self.code_counts)
+        rec["train"].update(vq_usage=round(u["usage"], 4), vq_perplexity=round(u["perplexity"], 2),
+                            vq_used=u["used"])
+        self.code_counts[:] = 0
+        reinit = epoch <= self.reinit_epochs and len(self.reservoir) >= self.num_codes
+        if reinit:
+            inertia = self.reinit(self.reservoir.data[:len(self.reservoir)], seed=seed + epoch)
+            dist.broadcast(self.codebook.data)
+            opt.state.pop(self.codebook, None)
+            rec["vq_reinit"] = round(inertia, 4)
+            log.info("epoch %d: codebook re-initialized by k-means on %d encoder outputs (inertia %.3f)",
+                     epoch, len(self.reservoir), inertia)
+        self.reservoir.clear()
+        return [self.codebook] if reinit else []
+
+    def dev_batch(self, out):
+        counts = np.bincount(out["vq_codes"].cpu().numpy(), minlength=self.num_codes)
+        self.dev_counts = counts if self.dev_counts is None else self.dev_counts + counts
+
+    def dev_stats(self):
+        """Codebook usage on dev (not a bound term)."""
+        u, self.dev_counts = usage(self.dev_counts if self.dev_counts is not None else []), None
+        return {"vq_usage": u["usage"], "vq_perplexity": u["perplexity"], "vq_used": u["used"]}
+
+    def train_state(self):
+        return {"reservoir": self.reservoir.state_dict(), "code_counts": self.code_counts.copy()}
+
+    def load_train_state(self, state):
+        self.reservoir.load_state_dict(state["reservoir"])
+        self.code_counts[:] = state["code_counts"]
 
 
 def usage(counts):

@@ -24,7 +24,8 @@ def one_run(steps, warm_up, overrides, exp_dir):
     """Train in this process; returns {"digest": md5 of the weights, "dev_bound": float}."""
     from fhvae import config
     from fhvae.cpu import mkl
-    from fhvae.train.trainer import Trainer, prepare_exp_dir
+    from fhvae.train.expdir import prepare_exp_dir
+    from fhvae.train.trainer import Trainer
     if not warm_up:
         mkl._warm = True   # as if done: the VML kernels are then chosen on their first (threaded) use
     cfg = config.load_config("conf/train.yaml", config.parse_overrides(
