@@ -68,7 +68,7 @@ def _main(argv):
 
     import torch
 
-    from fhvae import bench
+    from fhvae.bench import cpu, data, export, gemms, step
     from fhvae.models.fhvae import ModelConfig
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,33 +80,33 @@ def _main(argv):
     for w in todo:
         print(f"== {w}")
         if w == "step-vs-k":
-            r = bench.bench_step_vs_k(args.k, args.batch, args.iters, 2, args.device, args.dense)
+            r = step.bench_step_vs_k(args.k, args.batch, args.iters, 2, args.device, args.dense)
         elif w == "memory":
-            r = bench.bench_memory(args.m, batch=args.batch, repeats=args.repeats)
+            r = step.bench_memory(args.m, batch=args.batch, repeats=args.repeats)
         elif w == "gemms":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
-            r = bench.bench_gemms(args.batch, max(args.iters, 5), 2, args.device, cfg=cfg)
+            r = gemms.bench_gemms(args.batch, max(args.iters, 5), 2, args.device, cfg=cfg)
         elif w == "throughput":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
-            r = bench.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
+            r = step.bench_throughput(args.batch, args.iters, 2, args.device, args.amp, cfg=cfg)
         elif w == "procs":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
-            r = bench.bench_procs(args.batch, args.procs or 2, args.iters, cfg=cfg)
+            r = step.bench_procs(args.batch, args.procs or 2, args.iters, cfg=cfg)
         elif w == "layer":
-            r = bench.bench_layer(args.hidden, args.batch, iters=max(args.iters, 5))
+            r = step.bench_layer(args.hidden, args.batch, iters=max(args.iters, 5))
         elif w == "malloc":
-            r = bench.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
+            r = cpu.bench_malloc(args.hidden, args.batch, max(args.iters, 5), threads=args.threads or 2)
         elif w == "adam":
             cfg = ModelConfig(z1_hidden=args.hidden, z2_hidden=args.hidden, dec_hidden=args.hidden)
-            r = bench.bench_adam(args.batch, max(args.iters, 5), cfg=cfg)
+            r = step.bench_adam(args.batch, max(args.iters, 5), cfg=cfg)
         elif w == "vml":
-            r = bench.bench_vml(args.procs or 200, threads=args.threads or 2)
+            r = cpu.bench_vml(args.procs or 200, threads=args.threads or 2)
         elif w == "loader":
-            r = bench.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
+            r = data.bench_loader(args.size_gb, blocks=args.blocks, corpus_dir=args.corpus_dir, batch=args.batch)
         elif w == "index":
-            r = bench.bench_index(args.index_utts)
+            r = data.bench_index(args.index_utts)
         else:
-            r = bench.bench_export(device=args.device)
+            r = export.bench_export(device=args.device)
         _table(r)
         out[w] = r
     if args.json:
