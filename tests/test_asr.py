@@ -15,7 +15,7 @@ from fhvae.asr.text import (BLANK, corpus_wer, decode_labels, encode_labels, for
 from fhvae.asr.train import AsrOptions, _fingerprint, run_asr
 from fhvae.errors import DataError
 from fhvae.io.ark import ArkScpWriter
-from fhvae.io.datadir import write_kv
+from fhvae.io.tables import write_kv
 
 LETTERS = "abcde "
 WORDS = ["ab", "bad", "cab", "dec", "ace", "bee"]

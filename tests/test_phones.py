@@ -6,7 +6,7 @@ import pytest
 
 from fhvae.errors import DataError
 from fhvae.eval.labels import frame_labels, read_ctm, read_phone_classes
-from fhvae.io.datadir import utt2spk_to_spk2utt
+from fhvae.io.tables import utt2spk_to_spk2utt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMIT = os.path.join(REPO, "egs", "timit", "v1")
@@ -167,7 +167,7 @@ def test_voxceleb_trial_errors_name_the_line(tmp_path, line, msg):
 
 
 def test_per_speaker_trial_utterances():
-    from fhvae.io.datadir import sample_utts_per_speaker
+    from fhvae.datadir import sample_utts_per_speaker
     utt2spk = {f"{s}-{i:03d}": s for s, n in (("a", 30), ("b", 5), ("c", 12)) for i in range(n)}
     got = sample_utts_per_speaker(utt2spk, 10, seed=3)
     per = {s: len(u) for s, u in utt2spk_to_spk2utt(got).items()}

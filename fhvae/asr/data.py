@@ -13,7 +13,7 @@ import torch
 from fhvae.asr.text import read_transcripts
 from fhvae.errors import DataError
 from fhvae.io.ark import FeatReader
-from fhvae.io.datadir import read_kv
+from fhvae.io.tables import read_kv
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 
 from fhvae.errors import DataError
 from fhvae.io.atomic import atomic_open, atomic_write_text
-from fhvae.io.datadir import read_kv
+from fhvae.io.tables import read_kv
 
 log = logging.getLogger(__name__)
 
