@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from fhvae.io.ark import ArkScpWriter
-from fhvae.io.datadir import utt2spk_to_spk2utt, write_kv
+from fhvae.io.tables import utt2spk_to_spk2utt, write_kv
 
 
 def make_feats_dir(path, n_spk=4, utts_per_spk=3, dim=8, min_len=30, max_len=60, seed=0, spk_offset=0):

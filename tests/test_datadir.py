@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from fhvae import datadir as D
 from fhvae.errors import DataError
-from fhvae.io import datadir as D
+from fhvae.io import tables as T
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,11 +24,11 @@ def make_dir(root, spk_counts=(("s1", 2), ("s2", 3), ("s3", 1)), *, wav=True, fe
     """Data dir with speakers ``sN`` and utterances ``sN-uK``; wav files / arks exist under root."""
     d = os.path.join(root, "data")
     utt2spk = {f"{s}-u{k}": s for s, n in spk_counts for k in range(1, n + 1)}
-    D.write_kv(os.path.join(d, "utt2spk"), utt2spk)
-    D.write_kv(os.path.join(d, "spk2utt"), D.utt2spk_to_spk2utt(utt2spk))
+    T.write_kv(os.path.join(d, "utt2spk"), utt2spk)
+    T.write_kv(os.path.join(d, "spk2utt"), T.utt2spk_to_spk2utt(utt2spk))
     if segments:
         recos = {u: "rec-" + s for u, s in utt2spk.items()}
-        D.write_kv(os.path.join(d, "segments"),
+        T.write_kv(os.path.join(d, "segments"),
                    {u: f"{recos[u]} {i * 1.5:.2f} {i * 1.5 + 1:.2f}" for i, u in enumerate(sorted(utt2spk))})
         wavs = {r: os.path.join(root, r + ".wav") for r in set(recos.values())}
     else:
@@ -35,15 +36,15 @@ def make_dir(root, spk_counts=(("s1", 2), ("s2", 3), ("s3", 1)), *, wav=True, fe
     if wav:
         for p in wavs.values():
             write(p, "")
-        D.write_kv(os.path.join(d, "wav.scp"), wavs)
+        T.write_kv(os.path.join(d, "wav.scp"), wavs)
     if feats:
         ark = os.path.join(root, "feats.ark")
         write(ark, "")
-        D.write_kv(os.path.join(d, "feats.scp"), {u: f"{ark}:{10 * i + 5}" for i, u in enumerate(sorted(utt2spk))})
-        D.write_kv(os.path.join(d, "utt2num_frames"), {u: str(100 + i) for i, u in enumerate(sorted(utt2spk))})
+        T.write_kv(os.path.join(d, "feats.scp"), {u: f"{ark}:{10 * i + 5}" for i, u in enumerate(sorted(utt2spk))})
+        T.write_kv(os.path.join(d, "utt2num_frames"), {u: str(100 + i) for i, u in enumerate(sorted(utt2spk))})
         write(os.path.join(d, "frame_shift"), "0.01\n")
     if text:
-        D.write_kv(os.path.join(d, "text"), {u: "hello world" for u in utt2spk})
+        T.write_kv(os.path.join(d, "text"), {u: "hello world" for u in utt2spk})
     return d
 
 
@@ -57,8 +58,8 @@ def read(path):
 def test_read_table_and_kv(tmp_path):
     p = str(tmp_path / "wav.scp")
     write(p, "a sox a.wav -t wav - |\nb  b.wav\t\n")
-    assert D.read_kv(p) == {"a": "sox a.wav -t wav - |", "b": "b.wav"}
-    assert D.read_table(p) == {"a": ["sox", "a.wav", "-t", "wav", "-", "|"], "b": ["b.wav"]}
+    assert T.read_kv(p) == {"a": "sox a.wav -t wav - |", "b": "b.wav"}
+    assert T.read_table(p) == {"a": ["sox", "a.wav", "-t", "wav", "-", "|"], "b": ["b.wav"]}
 
 
 @pytest.mark.parametrize("content, kwargs, where, what", [
@@ -75,44 +76,44 @@ def test_read_table_errors_name_file_and_line(tmp_path, content, kwargs, where, 
     p = str(tmp_path / "utt2spk")
     write(p, content)
     with pytest.raises(DataError) as e:
-        D.read_table(p, **kwargs)
+        T.read_table(p, **kwargs)
     assert f"{p}{where}" in str(e.value) and what in str(e.value)
 
 
 def test_read_table_c_order_and_unsorted_option(tmp_path):
     p = str(tmp_path / "t")
     write(p, "A 1\nB 1\na 1\na-1 1\na_1 1\n\u00e9 1\n")  # C (byte) order
-    assert list(D.read_table(p)) == ["A", "B", "a", "a-1", "a_1", "\u00e9"]
+    assert list(T.read_table(p)) == ["A", "B", "a", "a-1", "a_1", "\u00e9"]
     write(p, "b 1\na 1\n")
-    assert D.read_table(p, check_sorted=False) == {"b": ["1"], "a": ["1"]}
+    assert T.read_table(p, check_sorted=False) == {"b": ["1"], "a": ["1"]}
 
 
 def test_read_table_non_utf8_and_missing(tmp_path):
     p = str(tmp_path / "text")
     write(p, b"a ok\nb caf\xe9\n", "wb")
     with pytest.raises(DataError, match=rf"{p}:2: not valid UTF-8"):
-        D.read_kv(p)
+        T.read_kv(p)
     with pytest.raises(DataError, match="nothere: cannot read"):
-        D.read_kv(str(tmp_path / "nothere"))
+        T.read_kv(str(tmp_path / "nothere"))
 
 
 def test_write_kv_sorts_atomically_and_round_trips(tmp_path):
     p = str(tmp_path / "x")
-    D.write_kv(p, {"b": "2 3", "a": ["x", "y"], "B": "", "\u00e9": "e"})
+    T.write_kv(p, {"b": "2 3", "a": ["x", "y"], "B": "", "\u00e9": "e"})
     assert read(p) == "B\na x y\nb 2 3\n\u00e9 e\n"
-    assert D.read_kv(p, min_fields=1) == {"B": "", "a": "x y", "b": "2 3", "\u00e9": "e"}
+    assert T.read_kv(p, min_fields=1) == {"B": "", "a": "x y", "b": "2 3", "\u00e9": "e"}
     with pytest.raises(DataError, match="whitespace"):
-        D.write_kv(p, {"a b": "1"})
+        T.write_kv(p, {"a b": "1"})
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
 
 
 def test_spk2utt_conversions():
     utt2spk = {"s2-b": "s2", "s1-b": "s1", "s1-a": "s1"}
-    spk2utt = D.utt2spk_to_spk2utt(utt2spk)
+    spk2utt = T.utt2spk_to_spk2utt(utt2spk)
     assert spk2utt == {"s1": ["s1-a", "s1-b"], "s2": ["s2-b"]} and list(spk2utt) == ["s1", "s2"]
-    assert list(D.spk2utt_to_utt2spk(spk2utt).items()) == [("s1-a", "s1"), ("s1-b", "s1"), ("s2-b", "s2")]
+    assert list(T.spk2utt_to_utt2spk(spk2utt).items()) == [("s1-a", "s1"), ("s1-b", "s1"), ("s2-b", "s2")]
     with pytest.raises(DataError, match="'u1' is listed under speakers 'a' and 'b'"):
-        D.spk2utt_to_utt2spk({"a": ["u1"], "b": ["u1"]})
+        T.spk2utt_to_utt2spk({"a": ["u1"], "b": ["u1"]})
 
 
 # ----------------------------------------------------------------------------- load / validate
@@ -196,16 +197,16 @@ def test_validate_spk2utt(tmp_path):
 
 def test_validate_wav_scp_keys_and_files(tmp_path):
     d = make_dir(str(tmp_path))
-    wav = D.read_kv(os.path.join(d, "wav.scp"))
-    D.write_kv(os.path.join(d, "wav.scp"), {k: v for k, v in wav.items() if k != "s2-u2"})
+    wav = T.read_kv(os.path.join(d, "wav.scp"))
+    T.write_kv(os.path.join(d, "wav.scp"), {k: v for k, v in wav.items() if k != "s2-u2"})
     _expect(d, "wav.scp: 1 key(s) of utt2spk missing: 's2-u2'")
-    D.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u9": wav["s2-u2"]}))
+    T.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u9": wav["s2-u2"]}))
     _expect(d, f"{d}/wav.scp:6: key 's2-u9' is not in utt2spk")
-    D.write_kv(os.path.join(d, "wav.scp"), wav)
+    T.write_kv(os.path.join(d, "wav.scp"), wav)
     os.unlink(wav["s2-u1"])
     _expect(d, f"{d}/wav.scp:3: file not found: {wav['s2-u1']}")
     D.validate_data_dir(d, check_files=False)
-    D.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u1": "sox x.flac -t wav - |"}))
+    T.write_kv(os.path.join(d, "wav.scp"), dict(wav, **{"s2-u1": "sox x.flac -t wav - |"}))
     D.validate_data_dir(d)  # pipes are not checked
 
 
@@ -219,10 +220,10 @@ def test_validate_feats(tmp_path):
 
 def test_validate_segments(tmp_path):
     d = make_dir(str(tmp_path), segments=True)
-    seg = D.read_kv(os.path.join(d, "segments"))
-    D.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-s1 3.0 2.0"}))
+    seg = T.read_kv(os.path.join(d, "segments"))
+    T.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-s1 3.0 2.0"}))
     _expect(d, f"{d}/segments:2: need 0 <= start < end")
-    D.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-zz 1.0 2.0"}))
+    T.write_kv(os.path.join(d, "segments"), dict(seg, **{"s1-u2": "rec-zz 1.0 2.0"}))
     msg = _expect(d, "wav.scp: 1 key(s) of the recordings of segments missing: 'rec-zz'")
     assert "wav.scp:1: key 'rec-s1' is not in the recordings" not in msg  # rec-s1 still used by s1-u1
 
@@ -259,13 +260,13 @@ def test_fix_data_dir(tmp_path, caplog):
     d = make_dir(str(tmp_path), feats=True, text=True)
     before = read(os.path.join(d, "utt2spk"))
     write(os.path.join(d, "utt2spk"), "s3-u1 s3\n" + before + "s1-u1 s1\n\n")  # unsorted, duplicate, empty line
-    feats = D.read_kv(os.path.join(d, "feats.scp"))
+    feats = T.read_kv(os.path.join(d, "feats.scp"))
     write(os.path.join(d, "feats.scp"), "".join(f"{u} {v}\n" for u, v in reversed(feats.items()) if u != "s2-u2")
           + "zz-u1 /x.ark:1\n")
-    text = D.read_kv(os.path.join(d, "text"))
-    D.write_kv(os.path.join(d, "text"), {u: t for u, t in text.items() if u != "s3-u1"})
+    text = T.read_kv(os.path.join(d, "text"))
+    T.write_kv(os.path.join(d, "text"), {u: t for u, t in text.items() if u != "s3-u1"})
     write(os.path.join(d, "spk2utt"), "junk line\n")
-    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+    with caplog.at_level(logging.WARNING, logger="fhvae.datadir"):
         kept, removed = D.fix_data_dir(d)
     assert (kept, removed) == (4, 2)
     assert "removed 2" in caplog.text and "not in feats.scp (e.g. s2-u2)" in caplog.text
@@ -280,8 +281,8 @@ def test_fix_data_dir(tmp_path, caplog):
 
 def test_fix_data_dir_segments_and_speakers(tmp_path):
     d = make_dir(str(tmp_path), segments=True)
-    wav = D.read_kv(os.path.join(d, "wav.scp"))
-    D.write_kv(os.path.join(d, "wav.scp"), dict((k, v) for k, v in wav.items() if k != "rec-s2"),)
+    wav = T.read_kv(os.path.join(d, "wav.scp"))
+    T.write_kv(os.path.join(d, "wav.scp"), dict((k, v) for k, v in wav.items() if k != "rec-s2"),)
     write(os.path.join(d, "spk2gender"), "s1 m\ns2 f\n")
     assert D.fix_data_dir(d) == (2, 4)  # s2 lost its recording, s3 has no gender
     dd = D.validate_data_dir(d)
@@ -323,7 +324,7 @@ def test_split_balanced_by_speaker(tmp_path):
 
 def test_split_clamps_to_speakers(tmp_path, caplog):
     d = make_dir(str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+    with caplog.at_level(logging.WARNING, logger="fhvae.datadir"):
         parts = D.split_data_dir(d, 10)
     assert len(parts) == 3 and all(p.startswith(os.path.join(d, "split3")) for p in parts)
     assert "asked for 10 parts but there are only 3 speakers" in caplog.text
@@ -338,7 +339,7 @@ def test_split_reuses_up_to_date_split(tmp_path):
     t1 = os.stat(os.path.join(p1, "utt2spk")).st_mtime_ns
     D.split_data_dir(d, 2)
     assert os.stat(os.path.join(p1, "utt2spk")).st_mtime_ns == t1
-    D.write_kv(os.path.join(d, "text"), {u: "x" for u in D.load_data_dir(d).utts})  # source changed
+    T.write_kv(os.path.join(d, "text"), {u: "x" for u in D.load_data_dir(d).utts})  # source changed
     st = os.stat(os.path.join(d, "text"))
     os.utime(os.path.join(d, "text"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     D.split_data_dir(d, 2)
@@ -351,7 +352,7 @@ def test_split_reuses_up_to_date_split(tmp_path):
 def test_subset_by_utts_and_spks(tmp_path, caplog):
     d = make_dir(str(tmp_path), segments=True, text=True)
     dst = str(tmp_path / "sub")
-    with caplog.at_level(logging.WARNING, logger="fhvae.io.datadir"):
+    with caplog.at_level(logging.WARNING, logger="fhvae.datadir"):
         assert D.subset_data_dir(d, dst, utts=["s2-u3", "s1-u1", "nobody"]) == 2
     assert "1 utterance id(s) not in the data dir" in caplog.text
     dd = D.validate_data_dir(dst)
@@ -373,12 +374,12 @@ def _write_wav(path, seconds):
 
 def test_crop_from_wav_lengths(tmp_path, caplog):
     d = make_dir(str(tmp_path), feats=True, text=True)  # wav.scp keyed by utterance, no segments
-    lengths = {u: 0.5 + 0.75 * i for i, u in enumerate(sorted(D.read_kv(os.path.join(d, "utt2spk"))))}
+    lengths = {u: 0.5 + 0.75 * i for i, u in enumerate(sorted(T.read_kv(os.path.join(d, "utt2spk"))))}
     for u, sec in lengths.items():
         _write_wav(str(tmp_path / f"{u}.wav"), sec)
-    D.write_kv(os.path.join(d, "utt2cond"), {u: "clean" for u in lengths})
+    T.write_kv(os.path.join(d, "utt2cond"), {u: "clean" for u in lengths})
     dst = str(tmp_path / "crop")
-    with caplog.at_level(logging.INFO, logger="fhvae.io.datadir"):
+    with caplog.at_level(logging.INFO, logger="fhvae.datadir"):
         assert D.crop_data_dir(d, dst, 1.0) == len(lengths)
     assert "1 not longer, kept whole" in caplog.text  # the 0.5 s utterance
     dd = D.validate_data_dir(dst)
@@ -411,11 +412,11 @@ def test_crop_within_segments_and_errors(tmp_path):
     d2 = make_dir(str(tmp_path / "b"))  # empty placeholder wavs: unreadable, named with line
     with pytest.raises(DataError, match=r"wav.scp:1 \(utt s1-u1\)"):
         D.crop_data_dir(d2, dst, 1.0)
-    D.write_kv(os.path.join(d2, "utt2dur"), {"s1-u1": "2.0"})
+    T.write_kv(os.path.join(d2, "utt2dur"), {"s1-u1": "2.0"})
     with pytest.raises(DataError, match="utt2dur: no duration for 5 utterance"):
         D.crop_data_dir(d2, dst, 1.0)
-    D.write_kv(os.path.join(d2, "utt2dur"), {u: "2.0" for u in D.read_kv(os.path.join(d2, "utt2spk"))})
-    D.write_kv(os.path.join(d2, "wav.scp"), {"s1-u1": str(tmp_path / "b" / "s1-u1.wav")})
+    T.write_kv(os.path.join(d2, "utt2dur"), {u: "2.0" for u in T.read_kv(os.path.join(d2, "utt2spk"))})
+    T.write_kv(os.path.join(d2, "wav.scp"), {"s1-u1": str(tmp_path / "b" / "s1-u1.wav")})
     with pytest.raises(DataError, match="5 utterance.s. have no recording in wav.scp"):
         D.crop_data_dir(d2, dst, 1.0)
 
@@ -499,7 +500,7 @@ def test_wrappers_tables_subset_trials(tmp_path):
     write(str(tmp_path / "spk.list"), "s1\ns3\n")
     r = sh("subset_data_dir.sh", "--spk-list", str(tmp_path / "spk.list"), d, str(tmp_path / "sub"))
     assert r.returncode == 0, r.stderr
-    assert list(D.read_kv(str(tmp_path / "sub" / "utt2spk"))) == ["s1-u1", "s1-u2", "s3-u1"]
+    assert list(T.read_kv(str(tmp_path / "sub" / "utt2spk"))) == ["s1-u1", "s1-u2", "s3-u1"]
     trials = str(tmp_path / "trials")
     r = sh("make_trials.sh", "--n-target", "1", "--n-nontarget", "2", os.path.join(d, "utt2spk"), trials)
     assert r.returncode == 0, r.stderr
@@ -517,33 +518,33 @@ def test_cli_help():
 def test_extra_utt2_spk2_tables_survive_subset_split_crop_fix(tmp_path):
     """utt2mic / utt2noise / spk2accent (any utt2* / spk2* table) go through every tool, filtered."""
     d = make_dir(str(tmp_path), segments=True)
-    utts = D.read_kv(os.path.join(d, "utt2spk"))
-    D.write_kv(os.path.join(d, "utt2mic"), {u: f"mic{i % 2}" for i, u in enumerate(sorted(utts))})
-    D.write_kv(os.path.join(d, "utt2noise"), {u: "babble 5dB" for u in utts})
-    D.write_kv(os.path.join(d, "spk2accent"), {"s1": "scottish", "s2": "rp", "s3": "us"})
+    utts = T.read_kv(os.path.join(d, "utt2spk"))
+    T.write_kv(os.path.join(d, "utt2mic"), {u: f"mic{i % 2}" for i, u in enumerate(sorted(utts))})
+    T.write_kv(os.path.join(d, "utt2noise"), {u: "babble 5dB" for u in utts})
+    T.write_kv(os.path.join(d, "spk2accent"), {"s1": "scottish", "s2": "rp", "s3": "us"})
     write(os.path.join(d, "utt2spk.bak"), "junk\n")  # not a table name: left alone
 
     def check(dst, want_utts):
-        got = D.read_kv(os.path.join(dst, "utt2mic"))
-        assert sorted(got) == sorted(want_utts) and D.read_kv(os.path.join(dst, "utt2noise"))[want_utts[0]] == "babble 5dB"
+        got = T.read_kv(os.path.join(dst, "utt2mic"))
+        assert sorted(got) == sorted(want_utts) and T.read_kv(os.path.join(dst, "utt2noise"))[want_utts[0]] == "babble 5dB"
         spks = {utts[u] for u in want_utts}
-        assert sorted(D.read_kv(os.path.join(dst, "spk2accent"))) == sorted(spks)
+        assert sorted(T.read_kv(os.path.join(dst, "spk2accent"))) == sorted(spks)
         assert not os.path.exists(os.path.join(dst, "utt2spk.bak"))
 
     D.subset_data_dir(d, str(tmp_path / "sub"), spks=["s2"])
     check(str(tmp_path / "sub"), [u for u in sorted(utts) if utts[u] == "s2"])
     parts = D.split_data_dir(d, 2)
     for p in parts:
-        check(p, sorted(D.read_kv(os.path.join(p, "utt2spk"))))
+        check(p, sorted(T.read_kv(os.path.join(p, "utt2spk"))))
     D.crop_data_dir(d, str(tmp_path / "crop"), 0.4)
     check(str(tmp_path / "crop"), sorted(utts))
     # fix: an extra table is filtered to the kept utterances, and never drops one itself
     first = sorted(utts)[0]
-    D.write_kv(os.path.join(d, "text"), {u: "a b" for u in utts if u != first})
-    D.write_kv(os.path.join(d, "utt2mic"), {u: "mic0" for u in sorted(utts)[1:3]})
+    T.write_kv(os.path.join(d, "text"), {u: "a b" for u in utts if u != first})
+    T.write_kv(os.path.join(d, "utt2mic"), {u: "mic0" for u in sorted(utts)[1:3]})
     assert D.fix_data_dir(d) == (len(utts) - 1, 1)
-    assert sorted(D.read_kv(os.path.join(d, "utt2mic"))) == sorted(utts)[1:3]
-    assert first not in D.read_kv(os.path.join(d, "utt2noise"))
+    assert sorted(T.read_kv(os.path.join(d, "utt2mic"))) == sorted(utts)[1:3]
+    assert first not in T.read_kv(os.path.join(d, "utt2noise"))
     # a stale extra table in the destination is removed
     sub = str(tmp_path / "sub")
     os.unlink(os.path.join(d, "utt2noise"))

@@ -84,7 +84,7 @@ def test_data_dirs_are_kaldi_valid(corpus):
         assert all(len(t.split()) >= 3 for t in table(d / "text").values())
         assert all(os.path.isabs(p) and os.path.isfile(p) for p in table(d / "wav.scp").values())
     try:
-        from fhvae.io.datadir import validate_data_dir
+        from fhvae.datadir import validate_data_dir
     except ImportError:
         return
     for s in SETS:

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import recipe_fakes as F
+from fhvae.datadir import load_data_dir, validate_data_dir
 from fhvae.errors import DataError
 from fhvae.eval.labels import read_ctm, read_phone_classes
 from fhvae.io.audio import read_wav_entry, slice_segment
-from fhvae.io.datadir import load_data_dir, read_kv, validate_data_dir
+from fhvae.io.tables import read_kv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPORA = ("timit", "aurora4", "ami", "librispeech", "voxceleb1")

@@ -5,8 +5,9 @@ The utils/*.sh wrappers (validate_data_dir.sh, fix_data_dir.sh, split_data.sh, .
 import argparse
 import sys
 
+from fhvae import datadir
 from fhvae.bin import run_cli
-from fhvae.io import datadir
+from fhvae.io import tables
 
 EXAMPLES = """examples:
   fhvae-data-dir validate --need-feats data/train
@@ -92,7 +93,7 @@ def _main(argv):
     elif args.command == "split":
         print(len(datadir.split_data_dir(args.data, args.nj)))
     elif args.command == "subset":
-        ids = datadir.read_id_list(args.utt_list or args.spk_list)
+        ids = tables.read_id_list(args.utt_list or args.spk_list)
         if args.utt_list:
             datadir.subset_data_dir(args.src, args.dst, utts=ids)
         else:
@@ -100,13 +101,13 @@ def _main(argv):
     elif args.command == "crop":
         datadir.crop_data_dir(args.src, args.dst, args.duration)
     elif args.command == "utt2spk-to-spk2utt":
-        utt2spk = datadir.read_kv(args.file, min_fields=2, max_fields=2, check_sorted=False)
-        _write_table(datadir.utt2spk_to_spk2utt(utt2spk))
+        utt2spk = tables.read_kv(args.file, min_fields=2, max_fields=2, check_sorted=False)
+        _write_table(tables.utt2spk_to_spk2utt(utt2spk))
     elif args.command == "spk2utt-to-utt2spk":
-        spk2utt = datadir.read_table(args.file, min_fields=2, check_sorted=False)
-        _write_table(datadir.spk2utt_to_utt2spk(spk2utt))
+        spk2utt = tables.read_table(args.file, min_fields=2, check_sorted=False)
+        _write_table(tables.spk2utt_to_utt2spk(spk2utt))
     elif args.command == "make-trials":
-        utt2spk = datadir.read_kv(args.utt2spk, min_fields=2, max_fields=2)
+        utt2spk = tables.read_kv(args.utt2spk, min_fields=2, max_fields=2)
         trials = datadir.make_trials(utt2spk, n_target=args.n_target, n_nontarget=args.n_nontarget,
                                      seed=args.seed)
         datadir.write_trials(args.trials, trials)

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from fhvae.datadir import load_data_dir
 from fhvae.errors import ConfigError, DataError
 from fhvae.eval.labels import FRAME_WIN, read_ctm
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import load_data_dir
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ import os
 
 import numpy as np
 
+from fhvae.datadir import load_data_dir
 from fhvae.errors import DataError
-from fhvae.io.datadir import load_data_dir, read_table
+from fhvae.io.tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from fhvae.errors import ConfigError, DataError
 from fhvae.eval.metrics import eer_interp, eer_kaldi, min_dcf
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import read_kv, read_table
+from fhvae.io.tables import read_kv, read_table
 
 log = logging.getLogger(__name__)
 

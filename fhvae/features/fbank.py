@@ -23,11 +23,12 @@ import numpy as np
 import yaml
 
 from fhvae.config import coerce, unknown_key
+from fhvae.datadir import load_data_dir, split_data_dir, validate_data_dir
 from fhvae.errors import ConfigError, DataError
 from fhvae.io.ark import ArkScpWriter, read_scp
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.audio import read_wav_entry, slice_segment
-from fhvae.io.datadir import load_data_dir, read_kv, split_data_dir, validate_data_dir
+from fhvae.io.tables import read_kv
 
 log = logging.getLogger(__name__)
 

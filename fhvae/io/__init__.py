@@ -1,1 +1,1 @@
-"""Kaldi data dirs, feats.scp random access, atomic ark/scp writers."""
+"""Kaldi text tables, feats.scp random access, atomic ark/scp writers, audio."""

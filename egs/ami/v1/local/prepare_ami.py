@@ -29,8 +29,9 @@ import sys
 import xml.etree.ElementTree as ET
 
 from fhvae.bin import run_cli
+from fhvae.datadir import make_trials, validate_data_dir, write_trials
 from fhvae.errors import DataError
-from fhvae.io.datadir import make_trials, read_id_list, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
+from fhvae.io.tables import read_id_list, utt2spk_to_spk2utt, write_kv
 
 log = logging.getLogger("prepare_ami")
 

@@ -28,8 +28,9 @@ import shutil
 import sys
 
 from fhvae.bin import run_cli
+from fhvae.datadir import make_trials, sample_utts_per_speaker, validate_data_dir, write_trials
 from fhvae.errors import DataError
-from fhvae.io.datadir import make_trials, sample_utts_per_speaker, utt2spk_to_spk2utt, validate_data_dir, write_kv, write_trials
+from fhvae.io.tables import utt2spk_to_spk2utt, write_kv
 
 log = logging.getLogger("prepare_aurora4")
 

@@ -24,7 +24,7 @@ from fhvae.errors import DataError  # noqa: E402
 from fhvae.eval.sv import PLDABackend, baseline_vector, evaluate, read_trials, score_trials  # noqa: E402
 from fhvae.features.stats import load_stats  # noqa: E402
 from fhvae.io.ark import FeatReader  # noqa: E402
-from fhvae.io.datadir import read_kv  # noqa: E402
+from fhvae.io.tables import read_kv  # noqa: E402
 
 # Parts of the recipe's baseline vector [frame mean, frame std] (fhvae.eval.sv.baseline_vector).
 PARTS = {"mean": lambda v: v[:v.size // 2], "std": lambda v: v[v.size // 2:], "mean+std": lambda v: v}

@@ -22,10 +22,10 @@ import shutil
 import sys
 
 from fhvae.bin import run_cli
+from fhvae.datadir import make_trials, validate_data_dir, write_trials
 from fhvae.errors import DataError
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import (make_trials, read_id_list, utt2spk_to_spk2utt, validate_data_dir, write_kv,
-                              write_trials)
+from fhvae.io.tables import read_id_list, utt2spk_to_spk2utt, write_kv
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # timit_phones.py, next to this script
 from timit_phones import SAMPLE_RATE, phn_to_ctm, read_phn  # noqa: E402
