@@ -21,7 +21,7 @@ from fhvae.data.loader import UttReader
 from fhvae.errors import ConfigError, DataError
 from fhvae.io.ark import ArkScpWriter
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import read_kv, utt2spk_to_spk2utt
+from fhvae.io.tables import read_kv, utt2spk_to_spk2utt
 
 log = logging.getLogger(__name__)
 

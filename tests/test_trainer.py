@@ -174,7 +174,7 @@ def test_ema_weights_go_to_best_and_the_dev_bound(sets):
     got = []
     for w in (avg, last):
         model.load_state_dict(w)
-        got.append(dev.bound(model.eval(), cfg.model.z2_prior_var, torch.device("cpu"), seed=1)["bound"])
+        got.append(dev.bound(model.eval(), torch.device("cpu"), seed=1)["bound"])
     assert recs[-1]["dev"]["bound"] == pytest.approx(got[0], abs=1e-3)
     assert abs(got[0] - got[1]) > 1e-3
     plain = str(sets / "plain")

@@ -11,7 +11,8 @@ from fhvae.errors import DataError
 from fhvae.eval.labels import centre_frame
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import load_data_dir, read_kv
+from fhvae.datadir import load_data_dir
+from fhvae.io.tables import read_kv
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from fhvae.eval.labels import SetLabels, centre_frame, sample_segments
 from fhvae.eval.probes import read_segments, utt2frames
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_open
-from fhvae.io.datadir import load_data_dir
+from fhvae.datadir import load_data_dir
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from fhvae.errors import DataError
 from fhvae.eval.labels import SetLabels, centre_frame, sample_segments
 from fhvae.io.ark import FeatReader
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.datadir import load_data_dir
+from fhvae.datadir import load_data_dir
 
 log = logging.getLogger(__name__)
 
