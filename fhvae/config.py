@@ -19,7 +19,6 @@ from fhvae.io.atomic import atomic_write_text
 class ModelConfig:
     """Sizes of the FHVAE (fhvae/models/fhvae.py). Defaults are the paper's (Sec. 4.2)."""
     feat_dim: int = 80          # F: feature dimension (80 log-mel fbank)
-    seg_len: int = 20           # T: frames per training segment (equal to data.seg_len)
     z1_dim: int = 32            # segment latent
     z2_dim: int = 32            # sequence latent
     z1_hidden: int = 256        # LSTM cells of the z1 encoder
@@ -40,7 +39,7 @@ class ModelConfig:
 
     def checks(self):
         """[(ok, message)] of the section's own constraints."""
-        sizes = ("feat_dim", "seg_len", "z1_dim", "z2_dim", "z1_hidden", "z2_hidden", "dec_hidden", "num_layers",
+        sizes = ("feat_dim", "z1_dim", "z2_dim", "z1_hidden", "z2_hidden", "dec_hidden", "num_layers",
                  "vq_codes", "ar_channels", "ar_layers", "zforcing_hidden")
         return [(getattr(self, k) >= 1, f"model.{k} must be >= 1, got {getattr(self, k)}") for k in sizes] + [
             (self.z2_prior_var > 0, f"model.z2_prior_var must be > 0, got {self.z2_prior_var}"),
@@ -148,7 +147,6 @@ class Config:
              "data.seg_shift/dev_seg_shift/svector_shift must be >= 1"),
             (0 <= d.max_bad_utts <= 1, "data.max_bad_utts must be a fraction in [0, 1]"),
             (d.dev_max_utts >= 0, "data.dev_max_utts must be >= 0 (0 = all)"),
-            (m.seg_len == d.seg_len, "model.seg_len must equal data.seg_len"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -215,6 +213,11 @@ def from_dict(d, where="config"):
         if not isinstance(sec, dict):
             raise ConfigError(f"{where}: section '{sec_name}' must be a mapping")
         for key, value in sec.items():
+            if (sec_name, key) == ("model", "seg_len"):   # older configs: the segment length twice
+                if value != (d.get("data") or {}).get("seg_len", DataConfig.seg_len):
+                    raise ConfigError(f"{where}: model.seg_len={value} differs from data.seg_len (the "
+                                      f"segment length is data.seg_len only; remove model.seg_len)")
+                continue
             set_value(cfg, f"{sec_name}.{key}", value, where)
     return cfg
 

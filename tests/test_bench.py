@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from fhvae.bench import cpu, gemms, step
-from fhvae.bench.train_step import Step
+from fhvae.bench.train_step import SEG_LEN, Step
 from fhvae.models.fhvae import FHVAE, ModelConfig
 
-TINY = ModelConfig(feat_dim=8, seg_len=5, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hidden=8, dec_hidden=8)
+TINY = ModelConfig(feat_dim=8, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hidden=8, dec_hidden=8)
 
 
 def test_procs_compares_ddp_processes_with_one_process():
@@ -76,7 +76,7 @@ def test_recorded_gemms_are_the_steps_products():
     # every time step but the first (h0 = 0) of every layer has a recurrent product, forward and backward
     rec = [ops for _, ops in calls if [op[0] for op in ops][-2:] in (
         [(batch, 8), (8, 32)], [(32, 8), (8, batch)], [(8, 32), (32, batch)], [(batch, 32), (32, 8)])]
-    assert len(rec) >= 3 * TINY.num_layers * (TINY.seg_len - 1) * 2
+    assert len(rec) >= 3 * TINY.num_layers * (SEG_LEN - 1) * 2
     replay, flops = gemms.gemm_replay(calls, torch.device("cpu"))
     assert 0.5 * gemms.lstm_flops(TINY, batch) < flops <= gemms.lstm_flops(TINY, batch)
     replay()
@@ -92,7 +92,7 @@ def test_gemms_groups_a_steps_products_by_shape():
     assert all(len(r[k]) == n for k in ("calls", "ms", "gflops", "share"))
     assert r["ms"] == sorted(r["ms"], reverse=True) and sum(r["share"]) == pytest.approx(1, abs=0.01)
     # the recurrent product of a forward step, W_hh (4H x H) @ h (H x batch), once per step after the first
-    assert r["calls"][r["shapes"].index("32x8 @ 8x6")] >= 3 * TINY.num_layers * (TINY.seg_len - 1)
+    assert r["calls"][r["shapes"].index("32x8 @ 8x6")] >= 3 * TINY.num_layers * (SEG_LEN - 1)
 
 
 def test_vml_counts_wrong_first_calls_in_fresh_processes_without_and_with_the_warm_up():

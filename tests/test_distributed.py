@@ -25,7 +25,8 @@ def _rank_main(rank, world, port, d, exp, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     from fhvae.train import distributed
-    from fhvae.train.trainer import Trainer, prepare_exp_dir
+    from fhvae.train.expdir import prepare_exp_dir
+    from fhvae.train.trainer import Trainer
     cfg = config.load_config(None, TINY + [("train.max_epochs", 2)])
     prepare_exp_dir(cfg, exp, f"{d}/train", f"{d}/dev", f"{d}/train/stats.npz")
     tr = Trainer(cfg, f"{d}/train", f"{d}/dev", exp)

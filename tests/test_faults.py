@@ -162,7 +162,7 @@ def test_short_utterances_skipped_with_count(tmp_path, caplog):
 def test_segment_longer_than_every_utterance(tmp_path):
     _sets(tmp_path)
     with pytest.raises(DataError, match="no utterance is at least 100 frames"):
-        train(tmp_path, str(tmp_path / "exp"), [("data.seg_len", 100), ("model.seg_len", 100)])
+        train(tmp_path, str(tmp_path / "exp"), [("data.seg_len", 100)])
 
 
 def test_feature_dim_differs_from_model(tmp_path):

@@ -121,3 +121,77 @@ def test_utt2num_frames_must_match_the_features(data, delta):
     assert str(e.value) == (
         f"{n2f}:2: utterance 'a-u2' has {30 + delta} frames there but 30 in {d}/feats.scp; "
         f"recompute it: feat-to-len scp:{d}/feats.scp ark,t:{n2f}")
+
+
+def _as_row_ranges(src, dst):
+    """Copy data dir ``src`` to ``dst``, its features re-written as one recording matrix per speaker in an
+    ark whose directory and name contain spaces, feats.scp entries Kaldi row ranges into it."""
+    import shutil
+    shutil.copytree(src, dst)
+    feats = FeatReader(os.path.join(src, "feats.scp"))
+    by_spk = {}
+    for u in feats.keys():
+        by_spk.setdefault(u.split("-")[0], []).append(u)
+    arkdir = os.path.join(dst, "row ranges")
+    os.makedirs(arkdir)
+    with ArkScpWriter(os.path.join(arkdir, "all feats.ark"), os.path.join(arkdir, "rec.scp")) as w:
+        for spk in sorted(by_spk):
+            w.write(spk, np.concatenate([feats[u] for u in by_spk[spk]]))
+    rec = dict(line.rstrip("\n").split(" ", 1) for line in open(os.path.join(arkdir, "rec.scp")))
+    lines = []
+    for spk in sorted(by_spk):
+        start = 0
+        for u in by_spk[spk]:
+            n = len(feats[u])
+            lines.append(f"{u} {rec[spk]}[{start}:{start + n - 1}]\n")
+            start += n
+    with open(os.path.join(dst, "feats.scp"), "w") as f:
+        f.writelines(sorted(lines))
+    return feats
+
+
+@pytest.mark.slow
+def test_train_export_stats_and_scoring_read_row_ranges_in_paths_with_spaces(tmp_path):
+    """Every stage that reads features accepts the same feats.scp: training (UttIndex), export, stats
+    and the fbank baseline of scoring (FeatReader); the results equal those of the plain arks."""
+    from fhvae import config
+    from fhvae.datadir import make_trials, write_trials
+    from fhvae.eval.sv import extract_baseline, score_sv
+    from fhvae.export import export
+    from fhvae.features.stats import compute_data_dir_stats, load_stats
+    from fhvae.train.expdir import prepare_exp_dir
+    from fhvae.train.trainer import Trainer
+    from tests.fakedata import make_feats_dir
+    from tests.test_trainer import TINY
+
+    runs = {}
+    for name in ("plain", "ranges"):
+        d = tmp_path / name
+        make_feats_dir(str(tmp_path / "src_train"), n_spk=4, utts_per_spk=3, seed=0)
+        make_feats_dir(str(tmp_path / "src_dev"), n_spk=2, utts_per_spk=2, seed=1)
+        if name == "plain":
+            import shutil
+            shutil.copytree(tmp_path / "src_train", d / "train")
+            shutil.copytree(tmp_path / "src_dev", d / "dev")
+        else:
+            _as_row_ranges(str(tmp_path / "src_train"), str(d / "train"))
+            _as_row_ranges(str(tmp_path / "src_dev"), str(d / "dev"))
+        compute_data_dir_stats(str(d / "train"))
+        cfg = config.load_config(None, TINY + [("train.max_epochs", 1)])
+        exp = str(d / "exp")
+        prepare_exp_dir(cfg, exp, str(d / "train"), str(d / "dev"), str(d / "train" / "stats.npz"))
+        Trainer(cfg, str(d / "train"), str(d / "dev"), exp).run()
+        export(exp, str(d / "train"), str(d / "export"))
+        extract_baseline(str(d / "train"), str(d / "base"))
+        trials = str(d / "trials")
+        write_trials(trials, make_trials({u: u.split("-")[0] for u in FeatReader(str(d / "train" / "feats.scp")).keys()},
+                                         seed=0))
+        res = score_sv(trials, str(d / "export" / "svector.scp"), "cosine", str(d / "sv"))
+        runs[name] = (load_stats(str(d / "train" / "stats.npz")), FeatReader(str(d / "export" / "z1.scp")),
+                      FeatReader(str(d / "base" / "vectors.scp")), res["eer"])
+    (s0, z0, b0, e0), (s1, z1, b1, e1) = runs["plain"], runs["ranges"]
+    np.testing.assert_allclose(s0.mean, s1.mean)
+    for u in z0.keys():
+        np.testing.assert_array_equal(z0[u], z1[u])
+        np.testing.assert_array_equal(b0[u], b1[u])
+    assert e0 == e1

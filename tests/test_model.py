@@ -8,7 +8,7 @@ from fhvae.config import Config, ModelConfig, TrainConfig
 from fhvae.cpu.lstm import _LSTMLayer
 from fhvae.models import FHVAE, losses
 
-SMALL = dict(feat_dim=5, seg_len=6, z1_dim=3, z2_dim=4, z1_hidden=7, z2_hidden=6, dec_hidden=5)
+SMALL = dict(feat_dim=5, z1_dim=3, z2_dim=4, z1_hidden=7, z2_hidden=6, dec_hidden=5)
 KEYS = ("z2_mu", "z2_logvar", "z2", "z1_mu", "z1_logvar", "z1", "x_mu", "x_logvar")
 
 
@@ -112,7 +112,7 @@ def test_bad_config_raises_config_error():
 
 def test_a_few_training_steps_lower_the_loss():
     torch.manual_seed(0)
-    model = FHVAE(ModelConfig(feat_dim=4, seg_len=5, z1_dim=2, z2_dim=2, z1_hidden=8, z2_hidden=8, dec_hidden=8))
+    model = FHVAE(ModelConfig(feat_dim=4, z1_dim=2, z2_dim=2, z1_hidden=8, z2_hidden=8, dec_hidden=8))
     K = 3
     cache = torch.nn.Parameter(torch.zeros(K, 2))
     opt = torch.optim.Adam(list(model.parameters()) + [cache], lr=1e-2, betas=(0.95, 0.999))

@@ -24,7 +24,7 @@ from fhvae.train import checkpoint as ckpt
 from fhvae.train.expdir import prepare_exp_dir
 from tests.fakedata import make_feats_dir, write_stats
 
-TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.dev_seg_shift", 10),
+TINY = [("model.feat_dim", 8), ("data.seg_len", 10), ("data.dev_seg_shift", 10),
         ("data.svector_shift", 10), ("model.z1_dim", 4), ("model.z2_dim", 4), ("model.z1_hidden", 16),
         ("model.z2_hidden", 16), ("model.dec_hidden", 16)]
 PHONES = {"sil": "SIL", "aa": "SON", "m": "SON", "s": "OBS", "t": "OBS"}

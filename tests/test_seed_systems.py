@@ -22,7 +22,7 @@ from fhvae.models.vq import Reservoir, VectorQuantizer, usage
 from fhvae.train.trainer import Trainer
 from tests.test_trainer import assert_same_weights, sets, train, weights  # noqa: F401 (fixture)
 
-SMALL = dict(feat_dim=6, seg_len=10, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hidden=8, dec_hidden=8, vq_codes=5)
+SMALL = dict(feat_dim=6, z1_dim=4, z2_dim=4, z1_hidden=8, z2_hidden=8, dec_hidden=8, vq_codes=5)
 
 
 # ---- vq ---------------------------------------------------------------------------------------
@@ -308,3 +308,24 @@ def test_seed_table_collects_the_result_files(tmp_path, repo_root):
     assert "| vq | 12.50 | 15.25 | - |" in text and "| fbank (input) | 18.70 | 32.50 | - |" in text
     assert "| gauss | - | - |" in text   # no results yet
     assert os.path.getsize(tmp_path / "t.png") > 1000
+
+
+def test_vq_reinit_restarts_the_codebooks_moving_average(sets):
+    """With train.ema_decay, a k-means re-initialized codebook replaces its moving average (which would
+    otherwise interpolate the old codes and the new, unrelated ones)."""
+    cfg = config.load_config(None, __import__("tests.test_trainer", fromlist=["TINY"]).TINY + VQ
+                             + [("train.ema_decay", 0.9)])
+    d = str(sets)
+    tr = Trainer(cfg, f"{d}/train", f"{d}/dev", str(sets / "ema"))
+    tr._prepare()
+    vq = tr.model.vq
+    vq.reservoir.add(torch.randn(60, 4), seed=0)
+    rec = {"train": {}}
+    reinit = vq.end_epoch(1, rec, tr.opt, tr.dist, tr.seed)
+    assert reinit == [vq.codebook] and "vq_reinit" in rec
+    assert not torch.equal(tr.ema.module.vq.codebook, vq.codebook)
+    for p in reinit:
+        tr._resync_average(p)
+    assert torch.equal(tr.ema.module.vq.codebook, vq.codebook)
+    tr.loader.close()
+    tr.utts.close()

@@ -24,7 +24,7 @@ from fhvae.train.optim import adam, ema_model, load_adam_state, lr_scale
 from fhvae.train.trainer import Trainer
 from tests.fakedata import make_feats_dir, write_stats
 
-TINY = [("model.feat_dim", 8), ("model.seg_len", 10), ("data.seg_len", 10), ("data.seg_shift", 5),
+TINY = [("model.feat_dim", 8), ("data.seg_len", 10), ("data.seg_shift", 5),
         ("data.dev_seg_shift", 10), ("data.svector_shift", 10), ("model.z1_dim", 4), ("model.z2_dim", 4),
         ("model.z1_hidden", 16), ("model.z2_hidden", 16), ("model.dec_hidden", 16), ("train.batch_size", 16),
         ("train.seq_batch_size", 4), ("train.epoch_steps", 3), ("train.max_epochs", 3),
@@ -209,15 +209,61 @@ def test_lr_schedule_sets_the_optimizer_rates(sets):
 
 def test_hierarchical_with_k_equal_m_matches_flat(sets):
     # M = 12 sequences; within the first block both algorithms use the same segments, cache and loss
+    # (flat with its cache started at the MAP estimates, as every hierarchical block is)
     over = [("train.seq_batch_size", 12), ("train.max_epochs", 1), ("train.epoch_steps", 2)]
     h, f = str(sets / "h"), str(sets / "f")
     train(sets, h, over)
-    train(sets, f, over + [("train.sampling", "flat")])
+    train(sets, f, over + [("train.sampling", "flat"), ("train.flat_cache_init", "map")])
     assert_same_weights(weights(h), weights(f))
     # with K < M they differ
     k4 = str(sets / "k4")
     train(sets, k4, [("train.max_epochs", 1), ("train.epoch_steps", 2)])
     assert not torch.equal(weights(h)["x_mu.weight"], weights(k4)["x_mu.weight"])
+
+
+def _first_cache(sets, exp, overrides):
+    """The cache after the first step's set-up: (its rows (K, D), the Trainer)."""
+    cfg = config.load_config(None, TINY + list(overrides))
+    d = str(sets)
+    prepare_exp_dir(cfg, exp, f"{d}/train", f"{d}/dev", f"{d}/train/stats.npz")
+    tr = Trainer(cfg, f"{d}/train", f"{d}/dev", exp)
+    tr._prepare()
+    data = tr.loader.get(0)
+    tr._new_cache(data)
+    tr.loader.close()
+    return tr.cache.detach().clone(), tr, data
+
+
+def test_flat_cache_starts_at_the_standard_normal_by_default_or_at_the_map_estimates(sets):
+    """The 2017 code's flat training starts its M-row table at N(0, I) and learns it by gradient only;
+    flat_cache_init=map starts it at the sequences' MAP estimates (the hierarchical reset)."""
+    rand, tr, data = _first_cache(sets, str(sets / "r"), [("train.sampling", "flat")])
+    assert rand.shape == (12, 4)
+    torch.testing.assert_close(rand, torch.randn(12, 4, generator=torch.Generator().manual_seed(tr.seed)))
+    from fhvae.train.trainer import map_cache
+    mp, tr, data = _first_cache(sets, str(sets / "m"), [("train.sampling", "flat"), ("train.flat_cache_init", "map")])
+    torch.testing.assert_close(mp, map_cache(tr.model, data, 10, tr.device))
+    assert not torch.allclose(rand, mp)
+
+
+def test_cache_optimizer_carry_keeps_the_adam_moments_across_blocks(sets):
+    """reset: a fresh Adam for every block's cache; carry: the same Adam (moments and step count) with
+    the rows set to the new block's MAP estimates, as the original code's single Adam."""
+    for mode in ("reset", "carry"):
+        _, tr, data = _first_cache(sets, str(sets / mode), [("train.cache_optimizer", mode)])
+        tr.cache.grad = torch.ones_like(tr.cache)
+        tr.cache_opt.step()
+        opt, cache = tr.cache_opt, tr.cache
+        tr._new_cache(data)
+        from fhvae.train.trainer import map_cache
+        torch.testing.assert_close(tr.cache.detach(), map_cache(tr.model, data, 10, tr.device))
+        if mode == "reset":
+            assert tr.cache_opt is not opt and not tr.cache_opt.state
+        else:
+            assert tr.cache_opt is opt and tr.cache is cache
+            assert float(opt.state[cache]["step"]) == 1 and opt.state[cache]["exp_avg"].abs().sum() > 0
+    with pytest.raises(ConfigError, match="cache_optimizer"):
+        config.load_config(None, [("train.cache_optimizer", "keep")])
 
 
 def test_changed_config_in_trained_exp_dir_is_refused(sets):

@@ -18,7 +18,7 @@ from fhvae.bench.common import run_worker, time_interleaved
 from fhvae.bench.train_step import Step
 from fhvae.cpu.malloc import keep_freed_memory
 from fhvae.infer import inference_batch
-from fhvae.models.fhvae import ModelConfig
+from fhvae.config import ModelConfig
 
 
 def _malloc_worker(hidden, batch, iters, threads):
@@ -36,7 +36,7 @@ def _malloc_worker(hidden, batch, iters, threads):
         step()
         times.append(time.perf_counter() - t)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    model, x = step.model.eval(), torch.randn(4096, cfg.seg_len, cfg.feat_dim)
+    model, x = step.model.eval(), torch.randn(4096, step.x.shape[1], cfg.feat_dim)
     b = inference_batch("cpu")
 
     def encode():

@@ -16,7 +16,7 @@ import torch
 
 from fhvae.bench.common import rss_mb, run_worker
 from fhvae.bench.train_step import Step
-from fhvae.models.fhvae import ModelConfig
+from fhvae.config import ModelConfig
 
 
 def make_corpus(path, size_gb, dim=80, mean_frames=400, seed=0):

@@ -7,13 +7,14 @@ by shape (BENCHMARKS.md, section 3f).
 import torch
 
 from fhvae.bench.common import device_name, time_interleaved
-from fhvae.bench.train_step import Step
-from fhvae.models.fhvae import ModelConfig
+from fhvae.bench.train_step import SEG_LEN, Step
+from fhvae.config import ModelConfig
 
 
-def lstm_flops(cfg, batch):
-    """Multiply-add FLOPs (x2) of one forward+backward step of the paper model (backward = 2x forward)."""
-    T, F = cfg.seg_len, cfg.feat_dim
+def lstm_flops(cfg, batch, T=SEG_LEN):
+    """Multiply-add FLOPs (x2) of one forward+backward step of the paper model on T-frame segments
+    (backward = 2x forward)."""
+    F = cfg.feat_dim
 
     def lstm(inp, h):
         return sum(2 * 4 * h * ((inp if layer == 0 else h) + h) for layer in range(cfg.num_layers)) * T

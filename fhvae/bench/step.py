@@ -19,7 +19,7 @@ from fhvae.bench.train_step import Step
 from fhvae.cpu import kernels as cpu_kernels
 from fhvae.cpu import lstm as cpu_lstm
 from fhvae.cpu.malloc import keep_freed_memory
-from fhvae.models.fhvae import ModelConfig
+from fhvae.config import ModelConfig
 
 
 def bench_step_vs_k(ks=(10, 100, 1000, 2000, 5000, 10000, 20000), batch=256, iters=5, warmup=2,
@@ -132,7 +132,7 @@ def _procs_worker(rank, procs, port, cfg, batch, iters, warmup, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=procs)
     step = Step(cfg, 2000, batch, torch.device("cpu"))
-    step.model = torch.nn.parallel.DistributedDataParallel(step.model)  # same parameters, averaged gradients
+    step.net = torch.nn.parallel.DistributedDataParallel(step.model)  # same parameters, averaged gradients
     for _ in range(warmup):
         step()
     times = []

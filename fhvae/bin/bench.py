@@ -69,7 +69,7 @@ def _main(argv):
     import torch
 
     from fhvae.bench import cpu, data, export, gemms, step
-    from fhvae.models.fhvae import ModelConfig
+    from fhvae.config import ModelConfig
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:

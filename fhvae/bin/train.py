@@ -28,7 +28,8 @@ def _main(argv):
 
     from fhvae import config
     from fhvae.train import distributed
-    from fhvae.train.trainer import Trainer, prepare_exp_dir
+    from fhvae.train.expdir import prepare_exp_dir
+    from fhvae.train.trainer import Trainer
 
     cfg = config.load_config(args.config, config.parse_overrides(extra))
     stats = args.stats or f"{args.train_dir}/stats.npz"
