@@ -5,7 +5,7 @@ import torch
 
 from fhvae.errors import ConfigError
 from fhvae.config import Config, ModelConfig, TrainConfig
-from fhvae.cpu.lstm import _LSTMLayer
+from fhvae.cpu.lstm import LSTMLayer
 from fhvae.models import FHVAE, losses
 
 SMALL = dict(feat_dim=5, z1_dim=3, z2_dim=4, z1_hidden=7, z2_hidden=6, dec_hidden=5)
@@ -100,7 +100,7 @@ def test_lstm_layer_backward_gradcheck(const):
     shape = (4 * H, B) if const else (4 * H, T, B)
     gx = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
     w = (0.5 * torch.randn(4 * H, H, generator=g, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: _LSTMLayer.apply(a, b, T), (gx, w))
+    assert torch.autograd.gradcheck(lambda a, b: LSTMLayer.apply(a, b, T), (gx, w))
 
 
 def test_bad_config_raises_config_error():
@@ -169,7 +169,7 @@ def test_fused_step_kernels_match_pytorch_ops(const, strided, monkeypatch):
     for fused in (True, False):
         if not fused:
             monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
-        h = _LSTMLayer.apply(gx, w, T)
+        h = LSTMLayer.apply(gx, w, T)
         results.append((h.detach(), *torch.autograd.grad(h, (gx, w), dh)))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -182,7 +182,7 @@ def test_fused_kernels_split_the_batch_over_threads(threads):
     PyTorch formulation, for training and for the inference path (no saved buffers), and the
     caller's thread count is left as it was."""
     from fhvae.cpu import kernels as cpu_kernels
-    from fhvae.cpu.lstm import _lstm_layer_forward
+    from fhvae.cpu.lstm import layer_forward
     assert cpu_kernels.kernels() is not None, "the C kernels did not build (is cc installed?)"
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -196,9 +196,9 @@ def test_fused_kernels_split_the_batch_over_threads(threads):
             results = []
             for fused in (True, False):
                 with cpu_kernels.use(fused):
-                    h = _LSTMLayer.apply(gx, w, T)
+                    h = LSTMLayer.apply(gx, w, T)
                     with torch.no_grad():
-                        h_inf = _lstm_layer_forward(gx, w, T, save=False)[0]
+                        h_inf = layer_forward(gx, w, T, save=False)[0]
                     results.append((h.detach(), h_inf, *torch.autograd.grad(h, (gx, w), dh)))
             for a, b in zip(*results):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

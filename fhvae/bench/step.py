@@ -90,9 +90,9 @@ def bench_layer(hidden=128, batch=128, seg_len=20, iters=30, warmup=3):
            "fused_kernels": cpu_kernels.kernels() is not None}
     for name, fused, chunks in (("split", True, 0), ("one_chunk", True, 1), ("pytorch_ops", False, 0)):
         with cpu_kernels.use(fused), cpu_kernels.split(chunks):
-            _, saved = cpu_lstm._lstm_layer_forward(gx, w, seg_len, save=True)
-            fwd, bwd = time_interleaved([lambda: cpu_lstm._lstm_layer_forward(gx, w, seg_len, save=True),
-                                          lambda: cpu_lstm._lstm_layer_backward(w, *saved, dh)], iters, warmup,
+            _, saved = cpu_lstm.layer_forward(gx, w, seg_len, save=True)
+            fwd, bwd = time_interleaved([lambda: cpu_lstm.layer_forward(gx, w, seg_len, save=True),
+                                          lambda: cpu_lstm.layer_backward(w, *saved, dh)], iters, warmup,
                                          torch.device("cpu"))
         res[f"{name}_forward_ms"], res[f"{name}_backward_ms"] = round(1000 * fwd, 3), round(1000 * bwd, 3)
     res["split_over_one_chunk"] = round((res["one_chunk_forward_ms"] + res["one_chunk_backward_ms"])

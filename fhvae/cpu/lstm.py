@@ -81,9 +81,9 @@ def _lstm_fast(lstm, gx, steps):
             gx = _in_proj(getattr(lstm, f"weight_ih_l{layer}"), _bias(lstm, layer), outs[-1])
         w_hh = getattr(lstm, f"weight_hh_l{layer}")
         if torch.is_grad_enabled() and (gx.requires_grad or w_hh.requires_grad):
-            outs.append(_LSTMLayer.apply(gx, w_hh, steps))
+            outs.append(LSTMLayer.apply(gx, w_hh, steps))
         else:
-            outs.append(_lstm_layer_forward(gx, w_hh, steps, save=False)[0])
+            outs.append(layer_forward(gx, w_hh, steps, save=False)[0])
     return outs
 
 
@@ -111,7 +111,7 @@ def _fused(t):
     return cpu_kernels.kernels() if t.dtype == torch.float32 else None
 
 
-def _lstm_layer_forward(gx, w_hh, steps, save):
+def layer_forward(gx, w_hh, steps, save):
     """One LSTM layer from gate pre-activations gx ((4H, T, B) or constant (4H, B)) and w_hh (4H, H).
 
     Returns h (H, T, B) and, if save, what the backward pass needs: the gate activations (T, 4H, B),
@@ -153,9 +153,9 @@ def _lstm_layer_forward(gx, w_hh, steps, save):
     return h, (acts, c, tanh_c)
 
 
-def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
+def layer_backward(w_hh, acts, c, tanh_c, dh_out):
     """d loss / d gate pre-activations (4H, T, B) of one layer, from its saved forward buffers
-    (see _lstm_layer_forward) and dh_out (H, T, B) = d loss / d h."""
+    (see layer_forward) and dh_out (H, T, B) = d loss / d h."""
     steps, four_hid, batch = acts.shape
     hid = four_hid // 4
     d_pre = acts.new_empty(four_hid, steps, batch)
@@ -193,12 +193,12 @@ def _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out):
     return d_pre
 
 
-class _LSTMLayer(torch.autograd.Function):
+class LSTMLayer(torch.autograd.Function):
     """One LSTM layer with a hand-written backward: gx (4H, T, B) or (4H, B), w_hh (4H, H) -> h (H, T, B)."""
 
     @staticmethod
     def forward(ctx, gx, w_hh, steps):
-        h, (acts, c, tanh_c) = _lstm_layer_forward(gx, w_hh, steps, save=True)
+        h, (acts, c, tanh_c) = layer_forward(gx, w_hh, steps, save=True)
         ctx.const_input = gx.dim() == 2
         ctx.save_for_backward(w_hh, h, acts, c, tanh_c)
         return h
@@ -206,7 +206,7 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh_out):
         w_hh, h, acts, c, tanh_c = ctx.saved_tensors
-        d_pre = _lstm_layer_backward(w_hh, acts, c, tanh_c, dh_out)
+        d_pre = layer_backward(w_hh, acts, c, tanh_c, dh_out)
         four_hid, hid = w_hh.shape
         # sum_t d_pre_t h_{t-1}^T over t >= 1 (h_{-1} = 0) as one matrix product
         dw_hh = d_pre[:, 1:].reshape(four_hid, -1) @ h[:, :-1].reshape(hid, -1).t()
