@@ -6,9 +6,9 @@ q(z1 | x, z2 = posterior mean of z2).
 
 Utterance latents (``encode_utterances``), for an utterance of T frames:
 - z1, z2 at frame rate: the latents of the T - seg_len + 1 shift-1 windows of seg_len frames, padded
-  to T rows by repeating the first latent seg_len//2 - 1 times and the last seg_len//2 times (9 and 10
-  for 20-frame segments), as the 2017 code's ``_pad_feats``: row t is the latent of the window centred
-  on frame t. An utterance shorter than seg_len is edge-padded to one window whose latent is repeated.
+  to T rows by repeating the first latent (seg_len - 1)//2 times and the last seg_len//2 times (9 and 10
+  for 20-frame segments, 10 and 10 for 21), as the 2017 code's ``_pad_feats``: row t is the latent of
+  the window centred on frame t. An utterance shorter than seg_len is edge-padded to one window whose latent is repeated.
 - s-vector: MAP estimate of mu2 over the utterance's N segments starting every ``svector_shift``
   frames, sum_n zbar2_n / (N + sigma_z2^2).
 """
@@ -89,9 +89,9 @@ def frame_windows(x, seg_len):
 
 
 def pad_latents(z, num_frames, seg_len):
-    """Window latents z (W, d) -> frame latents (num_frames, d): the first repeated seg_len//2 - 1
+    """Window latents z (W, d) -> frame latents (num_frames, d): the first repeated (seg_len - 1)//2
     times on the left, the last seg_len//2 times on the right (the 2017 code), cut to num_frames."""
-    left = seg_len // 2 - 1
+    left = (seg_len - 1) // 2
     right = num_frames - len(z) - left
     if right < 0:  # shorter than seg_len: one window for every frame
         return z[:1].expand(num_frames, -1)

@@ -30,6 +30,8 @@ def test_pad_latents_repeats_edge_latents():
     out = pad_latents(z, 23, 20).squeeze(1).tolist()
     assert out == [0.0] * 10 + [1.0, 2.0] + [3.0] * 11
     assert pad_latents(z[:1], 7, 20).squeeze(1).tolist() == [0.0] * 7
+    # odd segment length: centred windows, (21 - 1) // 2 = 10 repeats on each side (the 2017 code)
+    assert pad_latents(z, 24, 21).squeeze(1).tolist() == [0.0] * 11 + [1.0, 2.0] + [3.0] * 11
 
 
 @pytest.mark.parametrize("T", [20, 37])

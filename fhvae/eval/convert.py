@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 def _windows(x, seg_len, mode):
     """Decoding windows of x (T, F): ``segment``: non-overlapping, the last one ending at frame T
     (edge-padded if T < seg_len) -> (windows (N, seg_len, F), starts); ``frame``: one window centred
-    on every frame, the edges repeated (seg_len//2 - 1 frames left) -> (windows (T, seg_len, F), None)."""
+    on every frame, the edges repeated ((seg_len - 1)//2 frames left, as the export) -> (windows (T, seg_len, F), None)."""
     if mode == "frame":
-        left = seg_len // 2 - 1
+        left = (seg_len - 1) // 2
         xp = np.concatenate([np.repeat(x[:1], left, axis=0), x, np.repeat(x[-1:], seg_len - 1 - left, axis=0)])
         return infer.frame_windows(torch.from_numpy(xp), seg_len).numpy(), None
     T = len(x)

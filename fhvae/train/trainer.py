@@ -2,7 +2,9 @@
 
 Hierarchical: repeat { sample K sequences (block b); reset the K-row cache to the MAP estimates
 sum_n zbar2 / (N + sigma_z2^2) over each sequence's segments; run the block's segment batches,
-the discriminative denominator over those K rows }. The cache is a trainable parameter.
+the discriminative denominator over those K rows }. The cache is a trainable parameter. A block's
+last batch may be smaller than train.batch_size (the original code drops it; here every segment of
+the pass is used).
 
 Cache optimizer state (train.cache_optimizer): ``reset`` (default) gives the cache a fresh Adam
 whenever a block starts, since its rows then stand for other sequences and the previous rows'
