@@ -34,7 +34,9 @@ class ModelConfig:
     decoder: str = "lstm"         # lstm | ar: add an autoregressive output (models/ar.py, WaveNet-style)
     ar_channels: int = 64         # channels of the causal dilated convolutions
     ar_layers: int = 4            # dilations 1, 2, ..., 2^(ar_layers-1)
-    zforcing: bool = False        # Z-forcing auxiliary cost (models/ar.py, Goyal et al. 2017)
+    zforcing: bool = False        # Z-forcing auxiliary cost (models/ar.py, Goyal et al. 2017); the backward
+                                  # states are predicted from the decoder's LSTM state (a function of the
+                                  # per-segment z1, z2), not from per-step latents as in the paper
     zforcing_hidden: int = 128    # cells of its backward LSTM
 
     def checks(self):
