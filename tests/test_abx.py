@@ -1,8 +1,10 @@
 """ABX phone discriminability: distances, DTW, items, scoring and averaging, the driver and the CLI."""
+import itertools
 import json
 import logging
 import math
 import os
+import warnings
 
 import kaldiio
 import numpy as np
@@ -136,26 +138,130 @@ def test_abx_scores_hand_computed_with_a_tie():
     assert r["across"] == {"error": 0.25, "cells": 1, "triplets": 2, "phone_pairs": 1}
 
 
-def test_abx_scores_average_over_speakers_then_contexts_then_phone_pairs():
+def _scores_of(layout):
+    """abx_scores of layout {context: ([(speaker, phone)], {(i, j): distance})}, local item indices
+    per context; distances not given are 0.5."""
     phones, speakers, contexts, dist = [], [], [], {}
-    layout = [("c1", "s1", "b", 1.0), ("c1", "s2", "b", 0.0), ("c2", "s1", "b", 1.0), ("c3", "s1", "c", 0.0)]
-    for ctx in ("c1", "c2", "c3"):
-        cells = [x for x in layout if x[0] == ctx]
-        n = 3 * len(cells)
-        d = np.full((n, n), 0.5)  # across-speaker distances: irrelevant here
-        for k, (_, spk, pb, err) in enumerate(cells):
-            a1, a2, b = 3 * k, 3 * k + 1, 3 * k + 2
-            # d(A, X) = 0.5; B at 0.1 makes both triplets errors, at 0.9 neither
-            d[b, [a1, a2]] = d[[a1, a2], b] = 0.1 if err else 0.9
-            phones += ["a", "a", pb]
-            speakers += [spk] * 3
-            contexts += [ctx] * 3
-        dist[ctx] = d
-    r = abx_scores(phones, speakers, contexts, dist)
-    # (a, b): c1 -> mean over speakers (1 + 0) / 2, c2 -> 1; contexts: 0.75; (a, c): 0
-    # phone pairs: (0.75 + 0) / 2 (a flat mean over the 4 cells would give 0.5)
-    assert r["within"]["error"] == pytest.approx(0.375)
-    assert r["within"]["cells"] == 4 and r["within"]["phone_pairs"] == 2
+    for ctx, (items, d) in layout.items():
+        D = np.full((len(items), len(items)), 0.5)
+        np.fill_diagonal(D, 0.0)
+        for (i, j), v in d.items():
+            D[i, j] = D[j, i] = v
+        dist[ctx] = D
+        speakers += [s for s, _ in items]
+        phones += [p for _, p in items]
+        contexts += [ctx] * len(items)
+    return abx_scores(phones, speakers, contexts, dist)
+
+
+def _within_cell(first, err_a1, err_a2):
+    """Items a1, a2, b of one speaker from index `first`, d(a1, a2) = 0.5: the triplet (A=a2, X=a1)
+    scores err_a1 and (A=a1, X=a2) err_a2 (1: d(b, X) = .1, 0.5: .5 (a tie), 0: .9)."""
+    d = {1: 0.1, 0.5: 0.5, 0: 0.9}
+    a1, a2, b = first, first + 1, first + 2
+    return {(a1, a2): 0.5, (b, a1): d[err_a1], (b, a2): d[err_a2]}
+
+
+def test_within_averages_contexts_then_speakers_then_phone_pairs():
+    # unbalanced: (a, b) has s1 in 3 contexts and s2 in 1, (a, c) only s2; b, c are single items
+    # (no within cell with b or c as A)
+    s1, s2 = [("s1", "a"), ("s1", "a"), ("s1", "b")], [("s2", "a"), ("s2", "a"), ("s2", "b")]
+    c1 = {**_within_cell(0, 1, 1), **_within_cell(3, 0, 0),  # (a, b): s1 1, s2 0
+          (6, 3): 0.5, (6, 4): 0.9}                          # (a, c), s2: (.5 tie + 0) / 2 = .25
+    r = _scores_of({"c1": (s1 + s2 + [("s2", "c")], c1),
+                    "c2": (s1, _within_cell(0, 1, 0)),       # (a, b), s1: .5
+                    "c3": (s1, _within_cell(0, 1, 1))})      # (a, b), s1: 1
+    # (a, b): s1 over contexts (1 + .5 + 1) / 3 = 5/6, s2: 0 -> over speakers 5/12; (a, c): 1/4
+    # -> over phone pairs (5/12 + 1/4) / 2 = 1/3
+    assert r["within"]["error"] == pytest.approx(1 / 3, abs=1e-12)
+    assert r["within"]["cells"] == 5 and r["within"]["triplets"] == 10 and r["within"]["phone_pairs"] == 2
+    # the old order (speakers, then contexts, then pairs): (a, b) ((1 + 0) / 2 + .5 + 1) / 3 = 2/3,
+    # (a, c) 1/4 -> 11/24; a flat mean over the 5 cells: 2.75 / 5
+    assert abs(r["within"]["error"] - 11 / 24) > 0.1 and abs(r["within"]["error"] - 0.55) > 0.1
+
+
+def test_across_averages_contexts_and_x_speakers_then_a_speakers_then_phone_pairs():
+    # single items (no within cell); cells (a, b, context, A-speaker, X-speaker), X of phone a
+    a1, b1, a2, a3, c1 = ("s1", "a"), ("s1", "b"), ("s2", "a"), ("s3", "a"), ("s1", "c")
+    r = _scores_of({
+        # A=0, B=1 of s1; X=2 (s2): d(A,X) .6 > d(B,X) .2 -> 1; X=3 (s3): .6 > .3 -> 1
+        "c1": ([a1, b1, a2, a3], {(0, 2): 0.6, (1, 2): 0.2, (0, 3): 0.6, (1, 3): 0.3}),
+        "c2": ([a1, b1, a2], {(0, 2): 0.2, (1, 2): 0.6}),                      # s1 | s2: 0
+        "c3": ([("s2", "a"), ("s2", "b"), ("s1", "a")], {(0, 2): 0.4, (1, 2): 0.4}),  # s2 | s1: .5 (tie)
+        "c4": ([a1, c1, a2], {(0, 2): 0.1, (1, 2): 0.7}),                      # (a, c), s1 | s2: 0
+    })
+    # (a, b): A-speaker s1 over (context, X) (1 + 1 + 0) / 3 = 2/3, s2: 1/2 -> 7/12; (a, c): 0
+    # -> over phone pairs 7/24
+    assert r["across"]["error"] == pytest.approx(7 / 24, abs=1e-12)
+    assert r["across"]["cells"] == 5 and r["across"]["triplets"] == 5 and r["across"]["phone_pairs"] == 2
+    assert r["within"]["error"] is None
+    # the old order (speaker pairs, then contexts, then pairs): (a, b) ((1 + 1) / 2 + 0 + .5) / 3 = 1/2,
+    # (a, c) 0 -> 1/4; a flat mean over the 5 cells: 2.5 / 5
+    assert abs(r["across"]["error"] - 1 / 4) > 0.04 and abs(r["across"]["error"] - 0.5) > 0.04
+
+
+def _libri_light_reduction(phones, speakers, contexts, dist):
+    """libri-light eval_ABX.py written out: per-cell errors by brute force over triplets on dense
+    NaN boards [A-speaker, phone a, phone b, context(, X-speaker)], then NaN-means over context
+    (and X-speaker), over A-speaker, over the (a, b) pairs."""
+    P, S, C = sorted(set(phones)), sorted(set(speakers)), sorted(set(contexts))
+    within = np.full((len(S), len(P), len(P), len(C)), np.nan)
+    across = np.full((len(S), len(P), len(P), len(C), len(S)), np.nan)
+    local = {}
+    for c in C:
+        for n, k in enumerate([k for k in range(len(phones)) if contexts[k] == c]):
+            local[k] = n
+
+    def err(c, a, b, x):
+        dax, dbx = dist[c][local[a], local[x]], dist[c][local[b], local[x]]
+        return 1.0 if dax > dbx else 0.5 if dax == dbx else 0.0
+
+    def members(c, s, p):
+        return [k for k in range(len(phones)) if (contexts[k], speakers[k], phones[k]) == (c, s, p)]
+
+    for (ic, c), (isa, sa), (ia, pa), (ib, pb) in itertools.product(enumerate(C), enumerate(S),
+                                                                    enumerate(P), enumerate(P)):
+        A, B = members(c, sa, pa), members(c, sa, pb)
+        if pa == pb or not A or not B:
+            continue
+        e = [err(c, a, b, x) for a in A for b in B for x in A if x != a]
+        if e:
+            within[isa, ia, ib, ic] = np.mean(e)
+        for isx, sx in enumerate(S):
+            X = members(c, sx, pa)
+            if sx != sa and X:
+                across[isa, ia, ib, ic, isx] = np.mean([err(c, a, b, x) for a in A for b in B for x in X])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: empty cells
+        w = np.nanmean(np.nanmean(within, axis=3), axis=0)
+        x = np.nanmean(np.nanmean(across, axis=(3, 4)), axis=0)
+        return {"within": float(np.nanmean(w)), "across": float(np.nanmean(x)),
+                "within_pairs": int((~np.isnan(w)).sum()), "across_pairs": int((~np.isnan(x)).sum())}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_abx_scores_match_libri_light_reduction_on_random_unbalanced_data(seed):
+    rng = np.random.default_rng(100 + seed)
+    phones, speakers, contexts, dist = [], [], [], {}
+    for c in range(5):
+        n0 = len(phones)
+        for s in rng.choice(4, size=rng.integers(1, 5), replace=False):      # 1..4 speakers
+            for p in rng.choice(4, size=rng.integers(1, 4), replace=False):  # 1..3 phones
+                k = int(rng.integers(1, 4))                                  # 1..3 items
+                phones += [f"p{p}"] * k
+                speakers += [f"s{s}"] * k
+                contexts += [f"c{c}"] * k
+        n = len(phones) - n0
+        d = rng.integers(0, 6, size=(n, n)) / 5  # coarse: ties happen
+        dist[f"c{c}"] = np.triu(d, 1) + np.triu(d, 1).T
+    got = abx_scores(phones, speakers, contexts, dist)
+    want = _libri_light_reduction(phones, speakers, contexts, dist)
+    for name in ("within", "across"):
+        if want[f"{name}_pairs"]:
+            assert got[name]["error"] == pytest.approx(want[name], abs=1e-12)
+        else:
+            assert got[name]["error"] is None
+        assert got[name]["phone_pairs"] == want[f"{name}_pairs"]
 
 
 # ---------------------------------------------------------------- synthetic corpora end to end

@@ -16,7 +16,9 @@ Items are the non-SIL phones of DATA_DIR/phones.ctm in their triphone context (p
 phone); speakers come from DATA_DIR/utt2spk. Frame distance: angle / pi of L2-normalised frames;
 item distance: DTW normalised by the path length. Error of (A, B, X), A and X the same phone, B
 another, one context: 1 if d(A,X) > d(B,X), 0.5 if equal. Within: A, B, X of one speaker; across:
-A, B of one speaker, X of another. Averaged over triplets, speakers, contexts, then phone pairs.
+A, B of one speaker, X of another. Averaged as libri-light's eval_ABX.py: over the triplets of a
+cell, then within over contexts, speakers, phone pairs; across over (context, X speaker), A speakers,
+phone pairs.
 Each (context, phone, speaker) cell keeps at most --max-items-per-cell items (seeded sample).
 
 outputs: OUT_DIR/results.json  within, across (percent), counts, options, inputs

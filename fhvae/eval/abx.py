@@ -14,9 +14,17 @@ predecessors of equal cumulative cost the diagonal wins, then (i, j-1), then (i-
 
 ABX. For A and X of phone a, B of phone b != a, all in one context: error 1 if d(A,X) > d(B,X),
 0.5 if equal, 0 if smaller. Within-speaker: A, B, X of one speaker (X != A). Across-speaker: A and B
-of one speaker, X of another. The error is averaged over all (A, B, X) of a cell (context, a, b,
-speaker(s)), then over speakers (speaker pairs), then contexts, then the ordered phone pairs (a, b);
-reported in percent.
+of one speaker, X of another. Averaging follows libri-light's ``eval_ABX.py`` (ZeroSpeech 2021):
+
+- within: a cell is (a, b, context, speaker), its error the mean over its (A, B, X); the cells of an
+  (a, b, speaker) are averaged over contexts, those means over speakers, then over phone pairs;
+- across: a cell is (a, b, context, speaker of A and B, speaker of X); the cells of an
+  (a, b, A-speaker) are averaged over (context, X-speaker) together, then over A-speakers, then
+  over phone pairs.
+
+Phone pairs are ordered: (a, b) and (b, a) are two pairs. Only cells holding a triplet count at each
+level (a NaN-mean over the empty ones). Reported in percent. Unlike libri-light (which samples at
+most ``max_x_across`` = 5 X-speakers per A), every X-speaker is used.
 
 Cap: each (context, phone, speaker) cell keeps at most ``max_items_per_cell`` items, a seeded random
 sample (numpy ``default_rng(seed)``, cells visited in sorted order), which bounds a within cell at
@@ -244,11 +252,12 @@ def _step_error(d_ax, d_bx):
 
 
 def _mean_of_means(scores):
-    """scores {(a, b): {context: [cell errors over speakers]}} -> mean over phone pairs of the mean
-    over contexts of the mean over speakers (None if empty)."""
+    """scores {(a, b): {speaker: [cell errors]}} -> mean over phone pairs (a, b) of the mean over
+    speakers of the mean of that speaker's cells (None if empty). Within, a speaker's cells are its
+    contexts; across, the speaker is A's and its cells are the (context, X-speaker) pairs."""
     if not scores:
         return None
-    return float(np.mean([np.mean([np.mean(v) for v in by_ctx.values()]) for by_ctx in scores.values()]))
+    return float(np.mean([np.mean([np.mean(v) for v in by_spk.values()]) for by_spk in scores.values()]))
 
 
 def abx_scores(phones, speakers, contexts, dist):
@@ -257,6 +266,9 @@ def abx_scores(phones, speakers, contexts, dist):
     phones, speakers, contexts: (n_items,) labels (contexts hashable); dist: {context: (k, k) array of
     item distances, rows/cols the items of that context in index order}. Returns
     {within: {error, cells, triplets, phone_pairs}, across: {...}} (error None where no cell).
+
+    Averaging (libri-light ``eval_ABX.py``): within, over contexts, then speakers, then ordered phone
+    pairs; across, over (context, X-speaker), then A-speakers, then ordered phone pairs.
     """
     by_ctx = collections.defaultdict(list)
     for k, c in enumerate(contexts):
@@ -280,7 +292,7 @@ def abx_scores(phones, speakers, contexts, dist):
                     if len(A) >= 2:  # within: X ranges over A, X != A
                         e = _step_error(D[np.ix_(A, A)][:, None, :], D[np.ix_(B, A)][None, :, :])
                         e = e[np.broadcast_to(~np.eye(len(A), dtype=bool)[:, None, :], e.shape)]
-                        within[(pa, pb)][c].append(e.mean())
+                        within[(pa, pb)][s1].append(e.mean())
                         counts["within"][0] += 1
                         counts["within"][1] += e.size
                     for s2, ph2 in groups.items():
@@ -288,7 +300,7 @@ def abx_scores(phones, speakers, contexts, dist):
                             continue
                         X = np.array(ph2[pa])
                         e = _step_error(D[np.ix_(A, X)][:, None, :], D[np.ix_(B, X)][None, :, :])
-                        across[(pa, pb)][c].append(e.mean())
+                        across[(pa, pb)][s1].append(e.mean())  # pools (c, s2)
                         counts["across"][0] += 1
                         counts["across"][1] += e.size
     for name, scores in (("within", within), ("across", across)):
