@@ -22,6 +22,8 @@ from fhvae.errors import ConfigError, DataError
 from fhvae.io.ark import ArkScpWriter
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.tables import read_kv, utt2spk_to_spk2utt
+from fhvae.train.dev import check_feat_dim
+from fhvae.train.distributed import check_device
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
 
     Returns a summary dict (utterances, frames, svector_shift, seconds, frames/s, real-time factor).
     """
+    check_device(device, "--device", "--device")
     model, cfg, stats = infer.load_model(exp_dir, which, device)
     if svector_shift is not None:
         cfg.data.svector_shift = svector_shift
@@ -42,6 +45,7 @@ def export(exp_dir, data_dir, out_dir, *, which="best", device="cpu", logvars=Fa
     index = UttIndex.from_data_dir(data_dir)
     if len(stats.mean) != cfg.model.feat_dim:
         raise DataError(f"{exp_dir}: stats dim {len(stats.mean)} != model.feat_dim {cfg.model.feat_dim}")
+    check_feat_dim(index, cfg.model.feat_dim, data_dir)
     if logvars and model.z1_logvar is None:
         raise ConfigError(f"{exp_dir}: --logvars: a vq z1 (model.z1_bottleneck=vq) has no log-variance")
     utt2spk = read_kv(os.path.join(data_dir, "utt2spk"))

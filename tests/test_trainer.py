@@ -163,7 +163,7 @@ def test_ema_weights_go_to_best_and_the_dev_bound(sets):
     assert best.keys() == last.keys()
     assert not torch.equal(best["x_mu.weight"], last["x_mu.weight"])   # best.pt: the average, last: as trained
     main = torch.load(os.path.join(ckpt.last_step_dir(os.path.join(exp, "checkpoints")), "model.pt"),
-                      weights_only=False)
+                      weights_only=True)
     avg = {k[len("module."):]: v for k, v in main["ema"].items() if k.startswith("module.")}
     recs = [json.loads(x) for x in open(os.path.join(exp, "metrics.jsonl"))]
     if recs[-1]["best"]:
@@ -199,7 +199,7 @@ def test_lr_schedule_sets_the_optimizer_rates(sets):
     tr_cfg = [("train.lr_decay_steps", 9), ("train.lr_final", 0.2), ("train.max_epochs", 3)]
     train(sets, exp, tr_cfg)
     opt = torch.load(os.path.join(ckpt.last_step_dir(os.path.join(exp, "checkpoints")), "model.pt"),
-                     weights_only=False)["opt"]
+                     weights_only=True)["opt"]
     lr0 = config.TrainConfig().lr
     g = opt["param_groups"][0]
     assert g["base_lr"] == pytest.approx(lr0)
@@ -269,8 +269,9 @@ def test_cache_optimizer_carry_keeps_the_adam_moments_across_blocks(sets):
 def test_changed_config_in_trained_exp_dir_is_refused(sets):
     exp = str(sets / "exp")
     train(sets, exp, [("train.max_epochs", 1)])
-    with pytest.raises(ConfigError, match="train.lr"):
-        train(sets, exp, [("train.max_epochs", 1), ("train.lr", 0.5)])
+    with pytest.raises(ConfigError, match=r"differs in: train.lr \(was 0.001, now 0.5\), "
+                                          r"train.seed \(was 1, now 3\); use --overwrite"):
+        train(sets, exp, [("train.max_epochs", 1), ("train.lr", 0.5), ("train.seed", 3)])
 
 
 def test_more_epochs_on_a_finished_run_continues_it(sets):
@@ -278,7 +279,8 @@ def test_more_epochs_on_a_finished_run_continues_it(sets):
     train(sets, ref, [("train.max_epochs", 2)])
     exp = str(sets / "exp")
     assert train(sets, exp, [("train.max_epochs", 1)])["step"] == 3
-    with pytest.raises(ConfigError, match=r"differs in: train.lr\)"):  # the stopping rule is not listed
+    # the stopping rule is not listed
+    with pytest.raises(ConfigError, match=r"differs in: train.lr \(was 0.001, now 0.5\); use --overwrite"):
         train(sets, exp, [("train.max_epochs", 2), ("train.lr", 0.5)])
     assert train(sets, exp, [("train.max_epochs", 2)])["step"] == 6
     assert_same_weights(weights(ref), weights(exp))

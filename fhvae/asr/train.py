@@ -29,9 +29,10 @@ from fhvae.asr.data import batches, load_set, pad, spec_augment
 from fhvae.asr.model import CtcModel
 from fhvae.asr.text import (BLANK, corpus_wer, decode_labels, encode_labels, format_table, greedy_ctc, train_bpe,
                             wer_by_condition)
-from fhvae.errors import ConfigError, TrainingError
+from fhvae.errors import ConfigError, FhvaeError, TrainingError
 from fhvae.features.stats import compute_stats
 from fhvae.io.atomic import atomic_open, atomic_write_text
+from fhvae.train.checkpoint import load_file
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,9 @@ def train_ctc(feats, labels, n_labels, opts: AsrOptions, out_dir, fingerprint=""
     ckpt_path = os.path.join(out_dir, "checkpoint.pt")
     if os.path.isfile(ckpt_path):
         try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as e:  # a corrupt checkpoint is not fatal: train again
-            log.warning("%s: unreadable (%s); training from scratch", ckpt_path, e)
+            ckpt = load_file(ckpt_path)   # tensors and plain values only (weights_only)
+        except FhvaeError as e:  # a corrupt (or not plain-weights) checkpoint is not fatal: train again
+            log.warning("%s; training from scratch", e)
             ckpt = None
         if ckpt is not None and ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])

@@ -145,11 +145,15 @@ class VectorQuantizer(Variant):
         return {"vq_usage": u["usage"], "vq_perplexity": u["perplexity"], "vq_used": u["used"]}
 
     def train_state(self):
-        return {"reservoir": self.reservoir.state_dict(), "code_counts": self.code_counts.copy()}
+        """Tensors and ints (checkpoints are read with weights_only=True)."""
+        r = self.reservoir.state_dict()
+        return {"reservoir": {"data": torch.from_numpy(r["data"]), "seen": int(r["seen"])},
+                "code_counts": torch.from_numpy(self.code_counts.copy())}
 
     def load_train_state(self, state):
-        self.reservoir.load_state_dict(state["reservoir"])
-        self.code_counts[:] = state["code_counts"]
+        r = state["reservoir"]
+        self.reservoir.load_state_dict({"data": torch.as_tensor(r["data"]).numpy(), "seen": r["seen"]})
+        self.code_counts[:] = torch.as_tensor(state["code_counts"]).numpy()
 
 
 def usage(counts):

@@ -7,8 +7,13 @@ Layout under ``exp/<tag>/checkpoints/``:
                              after every rank's files are in place)
   best.pt                    model weights with the best dev bound (atomic copy)
 Older step dirs are removed once ``last`` points past them.
+
+Checkpoints hold only tensors and plain Python values, and are read with ``weights_only=True``: a
+file that would import or call anything when unpickled (someone else's, tampered) is refused.
 """
 import os
+import pickle
+import re
 import shutil
 
 import torch
@@ -65,10 +70,24 @@ def load_part(d, name, map_location="cpu"):
     path = os.path.join(d, f"{name}.pt")
     if not os.path.isfile(path):
         raise FhvaeError(f"{path}: missing checkpoint part (resuming with a different number of ranks?)")
+    return load_file(path, map_location)
+
+
+def load_file(path, map_location="cpu"):
+    """The tensors and plain values saved in ``path``; FhvaeError naming the file if it is unreadable
+    or not a plain-weights checkpoint (it would import or call code when loaded)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # corrupt file: name it
-        raise FhvaeError(f"{path}: cannot read checkpoint: {e}") from None
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e)
+        if isinstance(e, pickle.UnpicklingError):
+            m = re.search(r"GLOBAL (\S+)", msg)
+            if m:
+                raise FhvaeError(f"{path}: not a plain-weights checkpoint (it refers to {m.group(1)}); "
+                                 f"refusing to load it (only tensors and plain values are read)") from None
+            m = re.search(r"WeightsUnpickler error:\s*(.+)", msg)   # torch's message is a page long
+            msg = m.group(1).strip() if m else msg
+        raise FhvaeError(f"{path}: cannot read checkpoint: {msg}") from None
 
 
 def save_best(ckpt_dir, model_state, info):
@@ -83,7 +102,7 @@ def load_model_weights(exp_dir, which="best", map_location="cpu"):
         path = os.path.join(ckpt_dir, "best.pt")
         if not os.path.isfile(path):
             raise FhvaeError(f"{path}: not found (has training run at least one epoch?)")
-        return torch.load(path, map_location=map_location, weights_only=False)["model"]
+        return load_file(path, map_location)["model"]
     d = last_step_dir(ckpt_dir)
     if d is None:
         raise FhvaeError(f"{ckpt_dir}: no checkpoint")

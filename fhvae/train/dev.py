@@ -9,6 +9,7 @@ from fhvae.data.index import UttIndex
 from fhvae.data.loader import UttReader
 from fhvae.data.sampler import fixed_segments
 from fhvae.errors import DataError
+from fhvae.io.ark import MatrixReader
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,29 @@ def load_set(data_dir, seg_len):
     return index
 
 
+def check_feat_dim(index, feat_dim, data_dir):
+    """DataError when the first utterance of ``index`` (its header only) has not ``feat_dim`` columns:
+    one message instead of every utterance skipped as broken. An unreadable one is left to the reader."""
+    if len(index) == 0:
+        return
+    path, offset, rows = index.entry(0)
+    reader = MatrixReader()
+    try:
+        shape = reader.shape(path, offset, rows=rows)
+    except DataError:
+        return
+    finally:
+        reader.close()
+    if len(shape) == 2 and shape[1] != feat_dim:
+        raise DataError(f"model.feat_dim={feat_dim} but {data_dir}/feats.scp has dim {shape[1]}")
+
+
 class DevSet:
     """Dev sequences loaded once (all, or a seeded sample of ``max_utts``): segments every ``shift`` frames."""
 
     def __init__(self, data_dir, stats, seg_len, shift, feat_dim, max_utts=0, seed=0):
         index = load_set(data_dir, seg_len)
+        check_feat_dim(index, feat_dim, data_dir)
         if 0 < max_utts < len(index):   # a fixed, seeded sample keeps memory bounded on large dev sets
             keep = np.sort(np.random.default_rng(seed).choice(len(index), max_utts, replace=False))
             log.info("%s: dev bound on %d of %d utterances (data.dev_max_utts)", data_dir, max_utts, len(index))

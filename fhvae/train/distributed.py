@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fhvae.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,14 +51,29 @@ class Dist:
             dist.barrier()
 
 
+def check_device(device, key="train.device", flag="--train.device"):
+    """ConfigError (one line, with the override) when ``device`` is cuda[:N] but this machine has no
+    CUDA device (or fewer than N + 1), or is not a device name."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key}={device}: not a device (cpu, cuda or cuda:N)") from None
+    if dev.type != "cuda":
+        return
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        raise ConfigError(f"{key}={device} but no CUDA device is available; run with {flag} cpu")
+    index = dev.index
+    if index is not None and index >= n:
+        raise ConfigError(f"{key}={device} but this machine has {n} CUDA device(s); run with {flag} cuda:0")
+
+
 def setup(device="cpu"):
     """Initialise the process group from torchrun's env vars; pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     r = rank()
+    check_device(device)
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            from fhvae.errors import ConfigError
-            raise ConfigError("train.device=cuda but no CUDA device is available (use --train.device cpu)")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         dev = torch.device("cuda", local if world > 1 else (torch.device(device).index or 0))
         torch.cuda.set_device(dev)

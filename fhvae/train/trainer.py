@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fhvae import infer
 from fhvae.data.loader import BlockLoader, UttReader
@@ -41,9 +40,10 @@ from fhvae.models import seed_systems
 from fhvae.models.fhvae import FHVAE
 from fhvae.train import checkpoint as ckpt
 from fhvae.train import distributed
-from fhvae.train.dev import DevSet, load_set
+from fhvae.train.dev import DevSet, check_feat_dim, load_set
 from fhvae.train.expdir import append_metrics, truncate_metrics
 from fhvae.train.optim import adam, ema_model, load_adam_state, lr_scale, set_lr
+from fhvae.train.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Trainer:
         if cfg.model.feat_dim != len(self.stats.mean):
             raise ConfigError(f"model.feat_dim={cfg.model.feat_dim} but {self.stats_path} has "
                               f"dim {len(self.stats.mean)} (set --model.feat_dim {len(self.stats.mean)})")
+        check_feat_dim(self.index, cfg.model.feat_dim, self.train_dir)
         n_seg = num_segments(self.index.nframes, cfg.data.seg_len, cfg.data.seg_shift)
         self.seed = t.seed * 1000 + self.dist.rank   # each rank samples its own blocks
         if t.sampling == "hierarchical":
@@ -139,22 +140,47 @@ class Trainer:
     # ---- main loop ----------------------------------------------------------------------
     def run(self):
         """Train until early stopping or max_epochs; returns the summary dict."""
-        t = self.cfg.train
         os.makedirs(self.ckpt_dir, exist_ok=True)
         done_path = os.path.join(self.exp_dir, "done")
         if os.path.isfile(done_path):
-            log.info("%s: training already finished (remove '%s' to train again)", self.exp_dir, done_path)
+            log.info("%s: training already finished (use --overwrite to train again from scratch, or a "
+                     "new --exp-dir)", self.exp_dir)
             with open(done_path) as f:
                 return json.load(f)
         self._prepare()
         st = {"step": 0, "epoch": 0, "block": 0, "pos": 0, "best_dev": -math.inf, "best_step": 0,
               "bad_epochs": 0, "skipped": 0}
-        resumed = self._resume(st)
+        try:
+            resumed = self._resume(st)
+            if resumed and self._stopped(st):   # e.g. killed after its last checkpoint, or done removed
+                log.info("%s: the last checkpoint (epoch %d) already meets the stopping rule "
+                         "(train.max_epochs=%d, train.patience=%d): not training further", self.exp_dir,
+                         st["epoch"], self.cfg.train.max_epochs, self.cfg.train.patience)
+            else:
+                self._train(st, resumed)
+        finally:
+            self.loader.close()
+            self.utts.close()
+        summary = {"step": st["step"], "epoch": st["epoch"], "best_dev_bound": st["best_dev"],
+                   "best_step": st["best_step"], "skipped_batches": st["skipped"],
+                   "broken_utts": len(self.utts.bad)}
+        if self.dist.rank == 0:
+            atomic_write_text(done_path, json.dumps(summary, indent=1) + "\n")
+        self.dist.barrier()
+        return summary
+
+    def _stopped(self, st):
+        t = self.cfg.train
+        return st["epoch"] >= t.max_epochs or st["bad_epochs"] >= t.patience
+
+    def _train(self, st, resumed):
+        """The step loop from the position in ``st`` until _end_epoch says stop."""
+        t = self.cfg.train
         data = self.loader.get(st["block"])
         if not resumed:
             self._new_cache(data)
         acc, t0 = {}, time.time()
-        bar = self._bar(st)
+        progress = self._progress(st)
         try:
             while True:
                 if st["pos"] >= data.block.batches(t.batch_size):   # block finished: next block
@@ -169,31 +195,20 @@ class Trainer:
                 st["step"] += 1
                 for k, v in terms.items():
                     acc[k] = acc.get(k, 0.0) + v
-                bar.update(1)
-                bar.set_postfix({k: f"{terms[k]:.1f}" for k in ("loss", "log_px", "kl_z1", "kl_z2", "disc")
-                                 if k in terms}, refresh=False)
+                progress.update(terms)
                 if st["step"] % t.epoch_steps == 0:
-                    bar.close()
+                    progress.close()
                     stop = self._end_epoch(st, acc, time.time() - t0)
                     acc, t0 = {}, time.time()
                     if stop:
                         break
-                    bar = self._bar(st)
+                    progress = self._progress(st)
         finally:
-            bar.close()
-            self.loader.close()
-            self.utts.close()
-        summary = {"step": st["step"], "epoch": st["epoch"], "best_dev_bound": st["best_dev"],
-                   "best_step": st["best_step"], "skipped_batches": st["skipped"],
-                   "broken_utts": len(self.utts.bad)}
-        if self.dist.rank == 0:
-            atomic_write_text(done_path, json.dumps(summary, indent=1) + "\n")
-        self.dist.barrier()
-        return summary
+            progress.close()
 
-    def _bar(self, st):
-        return tqdm(total=self.cfg.train.epoch_steps, desc=f"epoch {st['epoch'] + 1}", unit="step",
-                    disable=self.dist.rank != 0, dynamic_ncols=True, mininterval=2.0)
+    def _progress(self, st):
+        n = self.cfg.train.epoch_steps
+        return EpochProgress(st["epoch"] + 1, n, st["step"] % n, show=self.dist.rank == 0)
 
     def _step(self, data, st):
         """One optimization step on batch st["pos"] of the block; returns the terms' batch means."""
@@ -294,7 +309,7 @@ class Trainer:
         ckpt.save_part(self.ckpt_dir, step, f"rank{self.dist.rank}", {
             "cache": self.cache.detach().cpu(), "cache_opt": self.cache_opt.state_dict(),
             "block": st["block"], "pos": st["pos"], "step": step,
-            "broken": dict(self.utts.bad),
+            "broken": {int(i): str(why) for i, why in self.utts.bad.items()},
             "variants": {v.name: v.train_state() for v in self.variants}})
         if self.dist.rank == 0:
             ckpt.save_part(self.ckpt_dir, step, "model", {
