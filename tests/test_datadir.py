@@ -190,7 +190,7 @@ def test_validate_spk2utt(tmp_path):
     write(os.path.join(d, "spk2utt"), "s1 s1-u2 s1-u1\ns2 s2-u1 s2-u2 s2-u3\ns3 s3-u1\n")
     _expect(d, "spk2utt:1: speaker 's1' disagrees with utt2spk (utterances not in C order")
     write(os.path.join(d, "spk2utt"), "s1 s1-u1 s1-u2\ns2 s2-u1 s2-u2 s2-u3\n")
-    _expect(d, "speaker(s) of utt2spk missing: ['s3']")
+    _expect(d, f"speaker(s) of utt2spk missing: 's3' ({d}/utt2spk:6)")
     os.unlink(os.path.join(d, "spk2utt"))
     _expect(d, "spk2utt: missing")
 
@@ -269,8 +269,10 @@ def test_fix_data_dir(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="fhvae.datadir"):
         kept, removed = D.fix_data_dir(d)
     assert (kept, removed) == (4, 2)
-    assert "removed 2" in caplog.text and "not in feats.scp (e.g. s2-u2)" in caplog.text
-    assert "not in text (e.g. s3-u1)" in caplog.text
+    assert "kept 4 of 6 utterances" in caplog.text
+    assert "utt2spk: dropped 2 lines (utt 's2-u2' is not in feats.scp; utt 's3-u1' is not in text)" in caplog.text
+    assert "feats.scp: dropped 2 lines (utt 's3-u1' is not in text; utt 'zz-u1' has no utt2spk entry)" in caplog.text
+    assert "text: dropped 1 line (utt 's2-u2' is not in feats.scp)" in caplog.text
     dd = D.validate_data_dir(d, need_feats=True)
     assert dd.utts == ["s1-u1", "s1-u2", "s2-u1", "s2-u3"]
     assert dd.spk2utt == {"s1": ["s1-u1", "s1-u2"], "s2": ["s2-u1", "s2-u3"]}

@@ -13,7 +13,7 @@ from fhvae.datadir.load import (COPY_FILES, RECO_FILES, SPK_FILES, UTT_FILES, fi
                                 read_text)
 from fhvae.errors import DataError
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.tables import FIX_HINT, scan_table, utt2spk_to_spk2utt, write_kv
+from fhvae.io.tables import FIX_HINT, line_numbers, scan_table, utt2spk_to_spk2utt, write_kv
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,26 @@ def subset_data_dir(src, dst, *, utts=None, spks=None) -> int:
 _SPAN_FILES = ("feats.scp", "utt2num_frames", "utt2dur", "text", "vad.scp", "cmvn.scp")
 
 
+def _wav_seconds(dd, src, keys, what):
+    """Duration in seconds of the 16 kHz wav.scp entries ``keys`` (``what``: 'utt' or 'recording')."""
+    from fhvae.io.audio import read_wav_entry  # only needed without segments / utt2dur
+    wav_scp = os.path.join(src, "wav.scp")
+    missing = [k for k in keys if dd.wav_scp is None or k not in dd.wav_scp]
+    if missing:
+        raise DataError(f"{wav_scp}: no entry for {len(missing)} {what}(s), e.g. {missing[0]} ({FIX_HINT})")
+    lines = line_numbers(wav_scp)
+    return {k: read_wav_entry(dd.wav_scp[k], expected_rate=16000,
+                              where=f"{wav_scp}:{lines.get(k, '?')} ({what} {k})").shape[0] / 16000.0
+            for k in keys}
+
+
 def _utterance_spans(dd, src):
-    """utt -> (recording, start_s, end_s) from segments, else utt2dur, else the wav files."""
+    """utt -> (recording, start_s, end_s) from segments (an end of -1 resolved to the recording's
+    end), else utt2dur, else the wav files."""
     if dd.segments is not None:
-        return dict(dd.segments)
+        to_end = sorted({r for r, _, end in dd.segments.values() if end == -1})
+        secs = _wav_seconds(dd, src, to_end, "recording") if to_end else {}
+        return {u: (r, start, secs[r] if end == -1 else end) for u, (r, start, end) in dd.segments.items()}
     if dd.wav_scp is None:
         raise DataError(f"{src}: needs wav.scp (and segments or utt2dur) to crop utterances")
     if dd.utt2dur is not None:
@@ -122,14 +138,8 @@ def _utterance_spans(dd, src):
             raise DataError(f"{os.path.join(src, 'utt2dur')}: no duration for {len(missing)} utterance(s), "
                             f"e.g. {missing[0]} ({FIX_HINT})")
         return {u: (u, 0.0, dd.utt2dur[u]) for u in dd.utts}
-    from fhvae.io.audio import read_wav_entry  # only needed without segments / utt2dur
-    spans = {}
-    for lineno, utt in enumerate(sorted(dd.wav_scp), 1):
-        if utt in dd.utt2spk:
-            n = read_wav_entry(dd.wav_scp[utt], expected_rate=16000,
-                               where=f"{os.path.join(src, 'wav.scp')}:{lineno} (utt {utt})").shape[0]
-            spans[utt] = (utt, 0.0, n / 16000.0)
-    return spans
+    secs = _wav_seconds(dd, src, [u for u in sorted(dd.wav_scp) if u in dd.utt2spk], "utt")
+    return {u: (u, 0.0, n) for u, n in secs.items()}
 
 
 def crop_data_dir(src, dst, duration) -> int:
@@ -137,8 +147,8 @@ def crop_data_dir(src, dst, duration) -> int:
 
     The crop is a Kaldi ``segments`` file (utterance ids unchanged, so trial lists of ``src``
     apply) over ``src``'s recordings; utterances not longer than ``duration`` are kept whole (and
-    counted in the log). Spans come from ``src/segments``, else ``src/utt2dur``, else the 16 kHz
-    wav files. Tables that describe the whole utterance (feats.scp, text, ...) are not copied:
+    counted in the log). Spans come from ``src/segments`` (an end of -1, Kaldi's "to the end of the
+    recording", is read from the 16 kHz wav), else ``src/utt2dur``, else the 16 kHz wav files. Tables that describe the whole utterance (feats.scp, text, ...) are not copied:
     compute features for ``dst``. Returns the number of utterances written.
     """
     src, dst = os.fspath(src), os.fspath(dst)
@@ -179,6 +189,8 @@ def fix_data_dir(path) -> Tuple[int, int]:
     Sorts every table, drops duplicate keys (first kept) and empty lines, keeps only utterances
     present in every per-utterance table (wav.scp via segments, and whose speaker is in
     spk2gender / cmvn.scp if those exist), regenerates spk2utt. Originals go to ``path/.backup/``.
+    Logs, per table, the lines it dropped and why (e.g. ``wav.scp: dropped 1 line (utt 'x' has
+    no utt2spk entry)``).
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -198,16 +210,17 @@ def fix_data_dir(path) -> Tuple[int, int]:
 
     for name in UTT_FILES:
         if name in raw and name != "utt2spk":
-            restrict(set(raw[name]), f"not in {name}")
+            restrict(set(raw[name]), (f"is not in {name}", f"are not in {name}"))
     if "wav.scp" in raw:
         if "segments" in raw:
             restrict({u for u in keep if raw["segments"][u].split()[0] in raw["wav.scp"]},
-                     "recording not in wav.scp")
+                     ("has no recording in wav.scp", "have no recording in wav.scp"))
         else:
-            restrict(set(raw["wav.scp"]), "not in wav.scp")
+            restrict(set(raw["wav.scp"]), ("is not in wav.scp", "are not in wav.scp"))
     for name in SPK_FILES:
         if name in raw:
-            restrict({u for u in keep if utt2spk[u] in raw[name]}, f"speaker not in {name}")
+            restrict({u for u in keep if utt2spk[u] in raw[name]},
+                     (f"has a speaker not in {name}", f"have speakers not in {name}"))
     if not keep:
         raise DataError(f"{path}: no utterance is in all of {', '.join(sorted(raw))}; nothing to keep")
 
@@ -219,17 +232,46 @@ def fix_data_dir(path) -> Tuple[int, int]:
     _write_restricted(raw, path, path, keep)
 
     removed = sorted(set(utt2spk) - keep)
-    if removed:
-        by_reason = {}
-        for u in removed:
-            by_reason.setdefault(reasons[u], []).append(u)
-        detail = "; ".join(f"{len(us)} {why} (e.g. {us[0]})" for why, us in sorted(by_reason.items()))
-        log.warning("%s: kept %d of %d utterances, removed %d: %s (originals in %s)",
-                    path, len(keep), len(utt2spk), len(removed), detail, backup)
+    dropped = _dropped_lines(raw, keep, reasons)
+    if removed or dropped:
+        head = f"kept {len(keep)} of {len(utt2spk)} utterances" if removed else f"kept all {len(keep)} utterances"
+        log.warning("%s: %s (originals in %s):\n  %s", path, head, backup, "\n  ".join(dropped))
     else:
         log.info("%s: kept all %d utterances (files sorted, spk2utt regenerated; originals in %s)",
                  path, len(keep), backup)
     return len(keep), len(removed)
+
+
+def _dropped_lines(raw, keep, reasons):
+    """One line per table of ``raw`` that fix_data_dir shrinks: what it dropped, and why.
+
+    ``reasons``: utterance -> (singular, plural) verb phrase, for kept-out utterances of utt2spk.
+    """
+    utt2spk = raw["utt2spk"]
+    spks = {utt2spk[u] for u in keep}
+    recos = _recordings(raw, keep)
+    used = _recordings(raw, utt2spk)
+    out = []
+    for name, table in raw.items():
+        by_reason = {}
+        for k in sorted(table):
+            if _keyed_by_speaker(name):
+                what, ok, why = "speaker", k in spks, ("has no kept utterance", "have no kept utterance")
+            elif name in RECO_FILES and "segments" in raw:
+                what, ok = "recording", k in recos
+                why = (("is used by no kept utterance", "are used by no kept utterance") if k in used else
+                       ("is in no segment", "are in no segment"))
+            else:
+                what, ok = "utt", k in keep
+                why = reasons.get(k, ("has no utt2spk entry", "have no utt2spk entry"))
+            if not ok:
+                by_reason.setdefault((what, why), []).append(k)
+        if by_reason:
+            n = sum(len(ks) for ks in by_reason.values())
+            parts = [f"{what} {ks[0]!r} {why[0]}" if len(ks) == 1 else f"{len(ks)} {what}s {why[1]}, e.g. {ks[0]!r}"
+                     for (what, why), ks in by_reason.items()]
+            out.append(f"{name}: dropped {n} line{'s' if n > 1 else ''} ({'; '.join(parts)})")
+    return out
 
 
 def _balance(spk2utt, nj):

@@ -36,8 +36,8 @@ def fields_of(name):
 class DataDir:
     """A loaded Kaldi data dir. Optional tables are None when their file is absent.
 
-    segments: utt -> (recording, start_s, end_s); utt2num_frames: frames (int);
-    utt2dur: seconds; frame_shift: seconds.
+    segments: utt -> (recording, start_s, end_s), end_s -1 meaning the end of the recording (as
+    in Kaldi); utt2num_frames: frames (int); utt2dur: seconds; frame_shift: seconds.
     """
     path: str
     utt2spk: Dict[str, str]
@@ -64,13 +64,16 @@ class DataDir:
         return sorted(self.spk2utt)
 
 
-def _typed(path, name, convert, what):
+def _typed(path, name, convert, what, problems=None):
     out = {}
-    for lineno, fields, rest in scan_table(path, *fields_of(name)):
+    for lineno, fields, rest in scan_table(path, *fields_of(name), problems=problems):
         try:
             out[fields[0]] = convert(fields[1:])
         except ValueError:
-            raise DataError(f"{path}:{lineno}: expected {what}, got {rest!r}") from None
+            msg = f"{path}:{lineno}: expected {what}, got {rest!r}"
+            if problems is None:
+                raise DataError(msg) from None
+            problems.append(msg)
     return out
 
 
@@ -90,20 +93,26 @@ def read_text(path):
         raise DataError(f"{path}: cannot read: {e}") from None
 
 
-def _read_frame_shift(path):
+def _read_frame_shift(path, problems=None):
     text = read_text(path).split()
     try:
         if len(text) != 1:
             raise ValueError
         return _finite(text[0])
     except ValueError:
-        raise DataError(f"{path}:1: expected one number (seconds), got {' '.join(text)!r}") from None
+        msg = f"{path}:1: expected one number (seconds), got {' '.join(text)!r}"
+        if problems is None:
+            raise DataError(msg) from None
+        problems.append(msg)
+        return None
 
 
-def load_data_dir(path) -> DataDir:
+def load_data_dir(path, problems=None) -> DataDir:
     """Load a data dir (format checks only; see validate_data_dir for consistency checks).
 
-    spk2utt is generated from utt2spk when the file is absent.
+    spk2utt is generated from utt2spk when the file is absent. ``problems`` (a list): format
+    errors are appended to it and the bad lines skipped, instead of raising at the first one
+    (a missing or empty utt2spk still raises).
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -112,23 +121,29 @@ def load_data_dir(path) -> DataDir:
     has = lambda name: os.path.exists(p(name))  # noqa: E731
     if not has("utt2spk"):
         raise DataError(f"{p('utt2spk')}: missing (every data dir needs utt2spk)")
-    utt2spk = read_kv(p("utt2spk"), min_fields=2, max_fields=2)
+    n_problems = len(problems or ())
+    utt2spk = read_kv(p("utt2spk"), min_fields=2, max_fields=2, problems=problems)
     if not utt2spk:
+        if problems is not None and len(problems) > n_problems:
+            raise DataError("\n  ".join([f"{p('utt2spk')}: no usable line:"] + list(problems)[n_problems:]))
         raise DataError(f"{p('utt2spk')}: empty (no utterances)")
-    spk2utt = (read_table(p("spk2utt"), min_fields=2) if has("spk2utt") else utt2spk_to_spk2utt(utt2spk))
+    spk2utt = (read_table(p("spk2utt"), min_fields=2, problems=problems) if has("spk2utt")
+               else utt2spk_to_spk2utt(utt2spk))
     dd = DataDir(path=path, utt2spk=utt2spk, spk2utt=spk2utt)
     for name, attr in (("wav.scp", "wav_scp"), ("feats.scp", "feats_scp"), ("text", "text"),
                        ("utt2cond", "utt2cond"), ("utt2gender", "utt2gender"), ("spk2gender", "spk2gender")):
         if has(name):
-            setattr(dd, attr, read_kv(p(name), min_fields=fields_of(name)[0], max_fields=fields_of(name)[1]))
+            setattr(dd, attr, read_kv(p(name), min_fields=fields_of(name)[0], max_fields=fields_of(name)[1],
+                                      problems=problems))
     if has("segments"):
         dd.segments = _typed(p("segments"), "segments", lambda f: (f[0], _finite(f[1]), _finite(f[2])),
-                             "'<utt> <recording> <start-seconds> <end-seconds>'")
+                             "'<utt> <recording> <start-seconds> <end-seconds>'", problems)
     if has("utt2num_frames"):
         dd.utt2num_frames = _typed(p("utt2num_frames"), "utt2num_frames", lambda f: int(f[0]),
-                                   "an integer frame count")
+                                   "an integer frame count", problems)
     if has("utt2dur"):
-        dd.utt2dur = _typed(p("utt2dur"), "utt2dur", lambda f: _finite(f[0]), "a duration in seconds")
+        dd.utt2dur = _typed(p("utt2dur"), "utt2dur", lambda f: _finite(f[0]), "a duration in seconds",
+                            problems)
     if has("frame_shift"):
-        dd.frame_shift = _read_frame_shift(p("frame_shift"))
+        dd.frame_shift = _read_frame_shift(p("frame_shift"), problems)
     return dd

@@ -30,6 +30,7 @@ from kaldiio.matio import read_matrix_or_vector, write_array
 
 from fhvae.errors import DataError
 from fhvae.io.atomic import atomic_write_text, new_temp
+from fhvae.io.tables import check_line_ending
 
 # Bytes per element of the uncompressed binary types.
 _FLOAT_TYPES = {"FM": 4, "DM": 8, "FV": 4, "DV": 8}
@@ -42,8 +43,8 @@ def scp_lines(path):
     """Yield ``(lineno, key, rxfilename)`` for each line of a Kaldi scp, streaming.
 
     As Kaldi splits them: key = the first field, rxfilename = the rest of the line, stripped of
-    (ASCII) whitespace, so it may contain spaces. Keys must be unique and sorted (LC_ALL=C).
-    Errors are DataError naming ``path:line``.
+    (ASCII) whitespace, so it may contain spaces. Keys must be unique and sorted (LC_ALL=C); a
+    Windows (CRLF) line ending is an error. Errors are DataError naming ``path:line``.
     """
     prev = None
     try:
@@ -52,6 +53,7 @@ def scp_lines(path):
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     with f:
         for lineno, raw in enumerate(f, 1):
+            check_line_ending(raw, path, lineno)
             parts = raw.split(None, 1)
             if len(parts) != 2:
                 raise DataError(f"{path}:{lineno}: expected '<key> <rxfilename>', got {raw[:80]!r}")
