@@ -16,8 +16,9 @@ Writes <fbank-dir>/raw_fbank_<set>.JOB.{ark,scp} (one pair per job), then <data-
 (nj is clamped to the number of speakers) and log to <log-dir>/make_fbank_<set>.JOB.log.
 Defaults: <log-dir> = <data-dir>/log, <fbank-dir> = <data-dir>/data.
 Audio must be mono at the config's sample_rate (16 kHz by default); use a wav.scp pipe
-(e.g. 'sox FILE -t wav -r 16000 - |') to convert. Utterances shorter than one frame are
-skipped and listed in <log-dir>/make_fbank_<set>.skipped (then run utils/fix_data_dir.sh).
+(e.g. 'sox FILE -t wav -r 16000 - |') to convert. Utterances with no audio samples or shorter
+than one frame are skipped (as Kaldi does) and listed in <log-dir>/make_fbank_<set>.skipped
+(then run utils/fix_data_dir.sh). A segments end time of -1 means the end of the recording.
 Each job runs 'python -m fhvae.bin.compute_fbank --job ...' on one split of the data dir.
 """
 

@@ -28,7 +28,7 @@ from fhvae.errors import ConfigError, DataError
 from fhvae.io.ark import ArkScpWriter, read_scp
 from fhvae.io.atomic import atomic_write_text
 from fhvae.io.audio import read_wav_entry, slice_segment
-from fhvae.io.tables import read_kv
+from fhvae.io.tables import line_numbers, read_kv
 
 log = logging.getLogger(__name__)
 
@@ -170,32 +170,20 @@ def compute_fbank(samples, cfg):
     return out
 
 
-def _line_numbers(path):
-    """``{first field: 1-based line}`` of a Kaldi table (for error messages)."""
-    lines = {}
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f, 1):
-                parts = line.split(maxsplit=1)
-                if parts:
-                    lines.setdefault(parts[0], i)
-    return lines
-
-
 def compute_fbank_job(data_dir, ark_path, scp_path, utt2num_frames_path, cfg, *, compress=False,
                       source_dir=None):
     """One job: fbank of every utterance of ``data_dir`` -> ark/scp + utt2num_frames (atomic).
 
-    Honours ``segments``. Utterances too short for one frame are skipped with a warning.
-    Bad audio (missing, unreadable, wrong rate, multi-channel) raises DataError naming the
+    Honours ``segments``. Utterances too short for one frame, or whose audio has no samples, are
+    skipped with a warning (Kaldi skips both). Bad audio (missing, unreadable, wrong rate, multi-channel) raises DataError naming the
     wav.scp line (of ``source_dir``, the unsplit data dir, if given). Returns
     ``(num_written, skipped_utts)``.
     """
     dd = load_data_dir(data_dir)
     wav_scp = os.path.join(source_dir or data_dir, "wav.scp")
     seg_file = os.path.join(source_dir or data_dir, "segments")
-    wav_lines = _line_numbers(wav_scp)
-    seg_lines = _line_numbers(seg_file) if dd.segments else {}
+    wav_lines = line_numbers(wav_scp)
+    seg_lines = line_numbers(seg_file) if dd.segments else {}
     utts = sorted(dd.utts)
     skipped, n2f = [], []
     cached = (None, None)  # (recording, samples): segments of one recording are read once
@@ -210,8 +198,13 @@ def compute_fbank_job(data_dir, ark_path, scp_path, utt2num_frames_path, cfg, *,
                 if reco not in dd.wav_scp:
                     raise DataError(f"{wav_scp}: no entry for recording {reco!r} (utt {utt!r})")
                 cached = (reco, read_wav_entry(dd.wav_scp[reco], expected_rate=cfg.sample_rate,
-                                               where=where))
+                                               where=where, allow_empty=True))
             samples = cached[1]
+            if len(samples) == 0:
+                log.warning("skipping utt %s: its audio (%s:%s) has no samples", utt, wav_scp,
+                            wav_lines.get(reco, "?"))
+                skipped.append(utt)
+                continue
             if seg:
                 samples = slice_segment(samples, seg[1], seg[2], rate=cfg.sample_rate,
                                         where=f"{seg_file}:{seg_lines.get(utt, '?')} (utt {utt!r})")
@@ -228,7 +221,7 @@ def compute_fbank_job(data_dir, ark_path, scp_path, utt2num_frames_path, cfg, *,
                 log.info("%d/%d utterances done", i, len(utts))
                 last_log = time.monotonic()
     atomic_write_text(utt2num_frames_path, "".join(n2f))
-    log.info("wrote %d utterances to %s (%d skipped as too short)", len(n2f), ark_path, len(skipped))
+    log.info("wrote %d utterances to %s (%d skipped as empty or too short)", len(n2f), ark_path, len(skipped))
     return len(n2f), skipped
 
 
@@ -239,7 +232,8 @@ def make_fbank(data_dir, log_dir=None, fbank_dir=None, *, nj=4, cmd="utils/run.s
     Defaults: ``log_dir = <data-dir>/log``, ``fbank_dir = <data-dir>/data``. A feats.scp (and
     utt2num_frames) already there is moved to ``<data-dir>/.backup/`` first (as Kaldi does), so
     a failed run leaves no feats.scp. Writes ``feats.scp`` last, after ``utt2num_frames`` and
-    ``frame_shift``. Returns the list of utterances skipped as too short.
+    ``frame_shift``. Returns the list of utterances skipped (no audio samples, or too short for one
+    frame); they are listed in ``<log-dir>/make_fbank_<name>.skipped``.
     """
     from fhvae.jobs import run_jobs  # the job runner is only needed by the stage
 
@@ -276,14 +270,14 @@ def make_fbank(data_dir, log_dir=None, fbank_dir=None, *, nj=4, cmd="utils/run.s
         feats.update(read_scp(base.replace("JOB", str(job)) + ".scp"))
         n2f.update(read_kv(n2f_tpl.replace("JOB", str(job))))
     if not feats:
-        raise DataError(f"{data_dir}: no utterance gave any frames (all shorter than one frame?)")
+        raise DataError(f"{data_dir}: no utterance gave any frames (all empty or shorter than one frame?)")
     skipped = sorted(set(utts) - set(feats))
     skipped_path = os.path.join(log_dir, f"make_fbank_{name}.skipped")
     if skipped:
         atomic_write_text(skipped_path, "".join(u + "\n" for u in skipped))
-        log.warning("%d of %d utterances were too short for one frame and have no features "
-                    "(list: %s); run utils/fix_data_dir.sh %s to drop them from the data dir", len(skipped),
-                    len(utts), skipped_path, data_dir)
+        log.warning("%d of %d utterances were too short for one frame or had no audio samples, and have no "
+                    "features (list: %s); run utils/fix_data_dir.sh %s to drop them from the data dir",
+                    len(skipped), len(utts), skipped_path, data_dir)
     elif os.path.exists(skipped_path):
         os.unlink(skipped_path)
     atomic_write_text(os.path.join(data_dir, "utt2num_frames"),

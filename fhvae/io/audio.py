@@ -53,12 +53,13 @@ def _to_float(data, where):
     raise DataError(_where(where, f"unsupported WAV sample type {data.dtype}"))
 
 
-def read_wav_entry(entry, *, expected_rate=16000, where=""):
+def read_wav_entry(entry, *, expected_rate=16000, where="", allow_empty=False):
     """Read a wav.scp value (a path, or a command ending in ``|``) -> float32 (N,) in [-1, 1].
 
     ``where`` names the source in errors, e.g. ``"data/train/wav.scp:12 (utt u1)"``.
-    Raises DataError for a missing/unreadable file, a failing pipe, empty audio, a sample
-    rate other than ``expected_rate`` and multi-channel audio (no silent downmix).
+    Raises DataError for a missing/unreadable file, a failing pipe, empty audio (unless
+    ``allow_empty``: then a (0,) array), a sample rate other than ``expected_rate`` and
+    multi-channel audio (no silent downmix).
     """
     entry = entry.strip()
     is_pipe = entry.endswith("|")
@@ -93,7 +94,7 @@ def read_wav_entry(entry, *, expected_rate=16000, where=""):
     if rate != expected_rate:
         raise DataError(_where(where, f"{source} has sample rate {rate} Hz, expected {expected_rate} Hz "
                                       f"(resample, e.g. 'sox FILE -t wav -r {expected_rate} - |')"))
-    if samples.size == 0:
+    if samples.size == 0 and not allow_empty:
         raise DataError(_where(where, f"{source} contains no audio samples"))
     return _to_float(samples, where)
 
@@ -101,13 +102,13 @@ def read_wav_entry(entry, *, expected_rate=16000, where=""):
 def slice_segment(samples, start_s, end_s, *, rate=16000, where=""):
     """Samples ``[start_s, end_s)`` of a recording, as Kaldi's extract-segments cuts them.
 
-    ``end_s`` < 0 means the end of the recording. An end up to ``MAX_SEGMENT_OVERSHOOT_S``
+    ``end_s`` < 0 (Kaldi writes -1) means the end of the recording. An end up to ``MAX_SEGMENT_OVERSHOOT_S``
     past the recording is clipped (as Kaldi does); further past is a DataError.
     """
     n = len(samples)
     start = int(start_s * rate)
     end = n if end_s < 0 else int(end_s * rate)
-    if start >= end:
+    if end_s >= 0 and start >= end:
         raise DataError(_where(where, f"segment start {start_s} s is not before its end {end_s} s"))
     if end > n:
         if end >= n + int(MAX_SEGMENT_OVERSHOOT_S * rate):
