@@ -83,7 +83,8 @@ def test_dim_mismatch_and_nan(tmp_path):
     bad[2, 1] = np.nan
     kaldiio.save_ark(str(tmp_path / "n.ark"), {"a": np.ones((2, 3), np.float32), "b": bad},
                      scp=str(tmp_path / "nan.scp"))
-    with pytest.raises(DataError, match=r"nan.scp: utt 'b' has NaN/inf"):
+    with pytest.raises(DataError, match=r"nan.scp: 1 of 2 utterances are broken .*first: .*nan.scp:2: utt 'b' "
+                                        r"has NaN/inf values \(ark .*n.ark:\d+\)"):
         compute_stats(tmp_path / "nan.scp")
     with pytest.raises(DataError, match="no features for 1 utterance"):
         compute_stats(tmp_path / "nan.scp", utts=["a", "zz"])

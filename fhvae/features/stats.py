@@ -1,10 +1,12 @@
 """Global per-dimension feature mean and variance (the normalization of the training set).
 
-Accumulated in float64, one utterance at a time through ``FeatReader`` (never the whole set
-in memory), merging per-utterance mean and sum of squared deviations (Chan et al.), which
+Accumulated in float64, one utterance at a time (never the whole set in memory), merging per-utterance mean and sum of squared deviations (Chan et al.), which
 stays accurate for any number of frames. ``var`` is the population variance (ddof = 0).
 Saved as ``stats.npz`` with arrays ``mean`` (D,), ``var`` (D,), ``count`` (frames), ``dim``.
+Broken utterances (unreadable, NaN/inf) are skipped with a warning up to a fraction ``max_bad``,
+as in training and export.
 """
+import contextlib
 import logging
 import os
 import time
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhvae.errors import DataError
-from fhvae.io.ark import FeatReader
+from fhvae.io.ark import MatrixReader, scp_entries
 from fhvae.io.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -68,19 +70,43 @@ def load_stats(path):
     return Stats(mean.astype(np.float64), var.astype(np.float64), int(count))
 
 
-def compute_stats(feats_scp, utts=None):
-    """Mean/variance over all frames of ``utts`` (default: every entry) of ``feats_scp``."""
-    with FeatReader(feats_scp) as reader:
-        if utts is None:
-            utts = reader.keys()
-        missing = [u for u in utts if u not in reader]
-        if missing:
-            raise DataError(f"{feats_scp}: no features for {len(missing)} utterance(s), "
-                            f"e.g. {missing[0]!r}")
-        count, mean, m2, dim_from = 0, None, None, None
-        last_log = time.monotonic()
+def _read_checked(reader, entries, feats_scp, utt):
+    """Matrix of ``utt``; DataError naming the scp line, utterance and ark if unreadable or NaN/inf."""
+    lineno, (ark, offset, rows) = entries[utt]
+    x = reader.read(ark, offset, f"{feats_scp}:{lineno}: utt {utt!r}", rows)
+    if not np.isfinite(x).all():
+        raise DataError(f"{feats_scp}:{lineno}: utt {utt!r} has NaN/inf values (ark {ark}:{offset or 0})")
+    return x
+
+
+def compute_stats(feats_scp, utts=None, max_bad=0.05):
+    """Mean/variance over all frames of ``utts`` (default: every entry) of ``feats_scp``.
+
+    Utterances that cannot be read or hold NaN/inf are skipped with a warning naming the
+    utterance and ark, as training and export skip them; more than ``max_bad`` (a fraction of
+    ``utts``) broken stops with a DataError naming the first.
+    """
+    entries = {key: (lineno, entry) for lineno, key, entry in scp_entries(os.fspath(feats_scp))}
+    if utts is None:
+        utts = list(entries)
+    missing = [u for u in utts if u not in entries]
+    if missing:
+        raise DataError(f"{feats_scp}: no features for {len(missing)} utterance(s), "
+                        f"e.g. {missing[0]!r}")
+    bad = []
+    count, mean, m2, dim_from = 0, None, None, None
+    last_log = time.monotonic()
+    with contextlib.closing(MatrixReader()) as reader:
         for i, utt in enumerate(utts, 1):
-            x = reader[utt]
+            try:
+                x = _read_checked(reader, entries, feats_scp, utt)
+            except DataError as e:
+                bad.append(str(e))
+                log.warning("skipping broken utterance: %s", e)
+                if len(bad) > max_bad * len(utts):
+                    raise DataError(f"{feats_scp}: {len(bad)} of {len(utts)} utterances are broken (more than "
+                                    f"the fraction max_bad_utts={max_bad:g}); first: {bad[0]}") from None
+                continue
             if x.ndim != 2:
                 raise DataError(f"{feats_scp}: utt {utt!r}: expected a matrix, got shape {x.shape}")
             if mean is None:
@@ -88,8 +114,6 @@ def compute_stats(feats_scp, utts=None):
             if x.shape[1] != mean.shape[0]:
                 raise DataError(f"{feats_scp}: utt {utt!r} has dim {x.shape[1]}, but utt "
                                 f"{dim_from!r} has dim {mean.shape[0]}")
-            if not np.isfinite(x).all():
-                raise DataError(f"{feats_scp}: utt {utt!r} has NaN/inf values")
             n = x.shape[0]
             if n == 0:
                 continue
@@ -104,17 +128,23 @@ def compute_stats(feats_scp, utts=None):
             if time.monotonic() - last_log > 30:
                 log.info("%d/%d utterances, %d frames", i, len(utts), count)
                 last_log = time.monotonic()
+    if bad:
+        log.warning("%s: skipped %d of %d utterances as broken (NaN/inf or unreadable); first: %s",
+                    feats_scp, len(bad), len(utts), bad[0])
     if count == 0:
         raise DataError(f"{feats_scp}: no frames to compute statistics from")
     return Stats(mean, m2 / count, count)
 
 
-def compute_data_dir_stats(data_dir, out=None):
-    """Stats of ``<data_dir>/feats.scp`` written to ``out`` (default ``<data_dir>/stats.npz``)."""
+def compute_data_dir_stats(data_dir, out=None, max_bad=0.05):
+    """Stats of ``<data_dir>/feats.scp`` written to ``out`` (default ``<data_dir>/stats.npz``).
+
+    ``max_bad``: fraction of broken utterances skipped before stopping (see compute_stats).
+    """
     scp = os.path.join(data_dir, "feats.scp")
     if not os.path.isfile(scp):
         raise DataError(f"{scp}: not found (run fhvae-compute-fbank first)")
-    stats = compute_stats(scp)
+    stats = compute_stats(scp, max_bad=max_bad)
     out = out or os.path.join(data_dir, "stats.npz")
     stats.save(out)
     log.info("wrote %s: %d frames, dim %d, mean in [%.3f, %.3f], var in [%.3g, %.3g]", out,
