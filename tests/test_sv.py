@@ -34,8 +34,9 @@ def test_read_trials(tmp_path):
 
 @pytest.mark.parametrize("text,msg", [
     ("a b target\na b tar\n", r"trials:2: label must be 'target' or 'nontarget', got 'tar'"),
-    ("a b target\na b\n", r"trials:2: expected 3 fields"),
-    ("a b target x\n", r"trials:1: expected 3 fields"),
+    ("a b target\na b\n", r"trials:2: expected exactly 3 fields"),
+    ("a b target x\n", r"trials:1: expected exactly 3 fields"),
+    ("a b target\r\n", r"trials:1: Windows \(CRLF\) line ending; convert with dos2unix"),
     ("", r"trials: no trials"),
 ])
 def test_read_trials_errors_name_file_and_line(tmp_path, text, msg):

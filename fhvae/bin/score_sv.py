@@ -6,18 +6,28 @@ from fhvae.eval.sv import score_sv
 
 EXAMPLES = """\
 examples:
-  # cosine scoring of s-vectors, mean taken from the training set
-  fhvae-score-sv --trials data/test/trials --vectors exp/fhvae/svec_test/vectors.scp \\
-      --backend cosine --train-vectors exp/fhvae/svec_train/vectors.scp --out-dir exp/fhvae/sv_cosine
+  # cosine scoring of s-vectors (fhvae-export --out-dir exp/fhvae/export/<set>), mean from train
+  fhvae-score-sv --trials data/test/trials --vectors exp/fhvae/export/test/svector.scp \\
+      --backend cosine --train-vectors exp/fhvae/export/train/svector.scp --out-dir exp/fhvae/sv_cosine
 
   # LDA + PLDA trained on labelled training vectors (Kaldi x-vectors work too)
-  fhvae-score-sv --trials data/test/trials --vectors exp/xvec_test/xvector.scp --backend plda \\
-      --train-vectors exp/xvec_train/xvector.scp --train-utt2spk data/train/utt2spk \\
-      --lda-dim 200 --out-dir exp/xvec/sv_plda
+  fhvae-score-sv --trials data/test/trials --vectors exp/fhvae/export/test/svector.scp --backend plda \\
+      --train-vectors exp/fhvae/export/train/svector.scp --train-utt2spk data/train/utt2spk \\
+      --lda-dim 200 --out-dir exp/fhvae/sv_plda
+
+  # the fbank mean+std baseline (fhvae-extract-baseline --out-dir exp/baseline/<set>)
+  fhvae-score-sv --trials data/test/trials --vectors exp/baseline/test/vectors.scp --backend plda \\
+      --train-vectors exp/baseline/train/vectors.scp --train-utt2spk data/train/utt2spk \\
+      --out-dir exp/baseline/sv_plda
 
   # enroll speaker models (mean over each speaker's utterances) instead of single utterances
-  fhvae-score-sv ... --enroll-vectors exp/fhvae/svec_enroll/vectors.scp \\
+  fhvae-score-sv ... --enroll-vectors exp/fhvae/export/enroll/svector.scp \\
       --enroll-spk2utt data/enroll/spk2utt
+  # or one vector per speaker, e.g. fhvae-export's per-speaker mean s-vectors (speaker ids as keys)
+  fhvae-score-sv ... --enroll-vectors exp/fhvae/export/enroll/spk_svector.scp
+
+vector scps: fhvae-export writes OUT/svector.scp (per utterance) and OUT/spk_svector.scp (per
+speaker); fhvae-extract-baseline writes OUT/vectors.scp.
 
 outputs:
   DIR/scores        'enroll test score' per trial (trials order, 6 decimals)

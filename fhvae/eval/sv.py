@@ -18,7 +18,7 @@ from fhvae.errors import ConfigError, DataError
 from fhvae.eval.metrics import eer_interp, eer_kaldi, min_dcf
 from fhvae.io.ark import ArkScpWriter, FeatReader
 from fhvae.io.atomic import atomic_write_text
-from fhvae.io.tables import read_kv, read_table
+from fhvae.io.tables import read_kv, read_table, scan_table
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +28,13 @@ _LABELS = {"target": True, "nontarget": False}
 def read_trials(path):
     """Read a Kaldi trials file (``enroll test target|nontarget``) -> [(enroll, test, is_target)]."""
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: trials file not found")
     trials = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                fields = line.split()
-                if len(fields) != 3:
-                    raise DataError(
-                        f"{path}:{i}: expected 3 fields 'enroll test target|nontarget', got {len(fields)}"
-                    )
-                if fields[2] not in _LABELS:
-                    raise DataError(
-                        f"{path}:{i}: label must be 'target' or 'nontarget', got {fields[2]!r}"
-                    )
-                trials.append((fields[0], fields[1], _LABELS[fields[2]]))
-    except FileNotFoundError:
-        raise DataError(f"{path}: trials file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+    for lineno, fields, _ in scan_table(path, 3, 3, unique=False):
+        if fields[2] not in _LABELS:
+            raise DataError(f"{path}:{lineno}: label must be 'target' or 'nontarget', got {fields[2]!r}")
+        trials.append((fields[0], fields[1], _LABELS[fields[2]]))
     if not trials:
         raise DataError(f"{path}: no trials")
     return trials
@@ -234,6 +223,27 @@ class PLDA:
         return np.sum(same - diff, axis=1)
 
 
+def _warn_small_training_set(n, n_spk, d_in, want):
+    """Log what is wrong, and what to do, when ``n`` training vectors of ``n_spk`` speakers (dim
+    ``d_in``; LDA to ``want`` dims asked) are too few for a sound LDA + PLDA fit."""
+    if n_spk - 1 < want:
+        log.warning("PLDA backend: only %d training speakers, so LDA keeps %d dims, not %d (LDA needs "
+                    "more speakers than dims); lower --lda-dim to %d or train on more speakers",
+                    n_spk, n_spk - 1, want, n_spk - 1)
+    dof = n - n_spk   # within-speaker degrees of freedom
+    if dof < d_in:
+        log.warning("PLDA backend: %d vectors of %d speakers leave %d within-speaker degrees of freedom for "
+                    "%d-dim vectors: the within-speaker covariance is singular, LDA picks directions with "
+                    "no within-speaker variation and the scores are meaningless (huge negative LLRs). "
+                    "Train on at least %d vectors (more speakers and utterances per speaker), or use "
+                    "--backend cosine", n, n_spk, dof, d_in, 2 * d_in + n_spk)
+    elif dof < 2 * d_in:
+        log.warning("PLDA backend: %d vectors of %d speakers for %d-dim vectors (%.1f within-speaker "
+                    "degrees of freedom per dim): the covariances are poorly estimated and scores badly "
+                    "calibrated; train on at least %d vectors", n, n_spk, d_in,
+                    dof / d_in, 2 * d_in + n_spk)
+
+
 class PLDABackend:
     """Mean subtraction, LDA to ``lda_dim`` (capped at #speakers - 1 and D), length
     normalization, then two-covariance PLDA log-likelihood-ratio scoring."""
@@ -252,6 +262,7 @@ class PLDABackend:
         if n_spk < 2:
             raise DataError(f"PLDA needs training vectors of at least 2 speakers, got {n_spk}")
         dim = min(self.lda_dim, n_spk - 1, x.shape[1])
+        _warn_small_training_set(len(x), n_spk, x.shape[1], min(self.lda_dim, x.shape[1]))
         self.mean = x.mean(axis=0)
         self.lda = lda(x - self.mean, spk_labels, dim)
         log.info("PLDA backend: LDA %d -> %d dims, %d speakers, %d vectors",
