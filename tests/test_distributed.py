@@ -73,7 +73,7 @@ def test_torchrun_cli_trains_and_resumes(sets):
     assert json.load(open(f"{d}/exp/done"))["epoch"] == 3
     # any other changed key is refused, naming it
     r = subprocess.run(cmd + ["--train.lr", "0.5"], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and "differs in: train.lr)" in r.stderr
+    assert r.returncode != 0 and "differs in: train.lr (was 0.001, now 0.5);" in r.stderr
 
 
 @pytest.mark.slow

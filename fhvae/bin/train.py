@@ -34,21 +34,17 @@ def _main(argv):
 
     from fhvae import config
     from fhvae.train import distributed
-    from fhvae.train.expdir import clear_exp_dir, prepare_exp_dir
+    from fhvae.train.expdir import prepare_exp_dir
     from fhvae.train.trainer import Trainer
 
     cfg = config.load_config(args.config, config.parse_overrides(extra))
     distributed.check_device(cfg.train.device)   # before anything is written
     stats = args.stats or f"{args.train_dir}/stats.npz"
-    if args.overwrite:
-        clear_exp_dir(args.exp_dir)
     if distributed.rank() != 0:
         logging.getLogger().setLevel(logging.WARNING)
     handler = _log_file(args.exp_dir) if distributed.rank() == 0 else None
     try:
-        if args.overwrite:
-            logging.getLogger(__name__).info("--overwrite: %s: training from scratch", args.exp_dir)
-        prepare_exp_dir(cfg, args.exp_dir, args.train_dir, args.dev_dir, stats)
+        prepare_exp_dir(cfg, args.exp_dir, args.train_dir, args.dev_dir, stats, overwrite=args.overwrite)
         summary = Trainer(cfg, args.train_dir, args.dev_dir, args.exp_dir, stats).run()
     except FhvaeError as e:   # stderr gets it from run_cli; the log file says why training stopped too
         if handler is not None:

@@ -17,16 +17,19 @@ log = logging.getLogger(__name__)
 STOPPING_KEYS = ("train.max_epochs", "train.patience")
 
 
-def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path):
+def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path, overwrite=False):
     """Write (or check) the resolved config in exp_dir. A different config in an exp dir that already
     has checkpoints is a ConfigError naming the keys that differ and their values, except for the
     stopping rule (STOPPING_KEYS): a new max_epochs / patience continues from the last checkpoint (a
-    finished run's ``done`` marker is removed)."""
+    finished run's ``done`` marker is removed). ``overwrite``: clear_exp_dir first (rank 0; the other
+    ranks skip the check, as the old run is being removed)."""
     os.makedirs(exp_dir, exist_ok=True)
+    if overwrite:
+        clear_exp_dir(exp_dir)
     extra = {"train_dir": os.path.abspath(train_dir), "dev_dir": os.path.abspath(dev_dir),
              "stats": os.path.abspath(stats_path)}
     path = os.path.join(exp_dir, "config.yaml")
-    if os.path.isfile(path) and ckpt.last_step_dir(os.path.join(exp_dir, "checkpoints")) is not None:
+    if not overwrite and os.path.isfile(path) and ckpt.last_step_dir(os.path.join(exp_dir, "checkpoints")) is not None:
         old, old_extra = config_mod.read_exp_config(exp_dir)
         diffs = _diff(old.to_dict(), cfg.to_dict()) + [(k, old_extra.get(k), v) for k, v in extra.items()
                                                        if old_extra.get(k) != v]
@@ -48,6 +51,7 @@ def clear_exp_dir(exp_dir):
     the next run trains from scratch; logs and exports are kept. Rank 0 only."""
     if distributed.rank() != 0:
         return
+    log.info("%s: removing the previous run's checkpoints, metrics and config (--overwrite)", exp_dir)
     shutil.rmtree(os.path.join(exp_dir, "checkpoints"), ignore_errors=True)
     for name in ("done", "metrics.jsonl", "training_curve.png", "config.yaml"):
         with contextlib.suppress(FileNotFoundError):
