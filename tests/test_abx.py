@@ -12,8 +12,8 @@ import pytest
 
 from fhvae.bin.abx import main as abx_main
 from fhvae.errors import DataError
-from fhvae.eval.abx import (abx, abx_items_from_ctm, abx_scores, angular_distances, dtw_normalised,
-                            dtw_normalised_batch, item_frames, pair_distances, sample_items)
+from fhvae.eval.abx import abx, abx_items_from_ctm, abx_scores, item_frames, sample_items
+from fhvae.eval.dtw import angular_distances, dtw_normalised, dtw_normalised_batch, pair_distances
 from fhvae.eval.labels import frame_labels
 from fhvae.io.ark import ArkScpWriter
 

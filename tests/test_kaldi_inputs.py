@@ -11,7 +11,8 @@ import pytest
 
 from fhvae import datadir as D
 from fhvae.errors import DataError
-from fhvae.eval.sv import PLDABackend, extract_baseline, read_trials
+from fhvae.eval.backends import PLDABackend
+from fhvae.eval.sv import extract_baseline, read_trials
 from fhvae.features.fbank import FbankConfig, compute_fbank_job, make_fbank
 from fhvae.features.stats import compute_stats
 from fhvae.io import tables as T
@@ -217,7 +218,7 @@ def test_plda_warns_on_too_few_speakers_and_vectors(caplog):
     rng = np.random.default_rng(0)
     x = np.repeat(rng.normal(size=(4, 16)), 3, axis=0) + 0.3 * rng.normal(size=(12, 16))
     labels = [f"s{i // 3}" for i in range(12)]
-    with caplog.at_level(logging.WARNING, logger="fhvae.eval.sv"):
+    with caplog.at_level(logging.WARNING, logger="fhvae.eval.backends"):
         PLDABackend(lda_dim=200).fit(x, labels)
     assert "only 4 training speakers, so LDA keeps 3 dims, not 16" in caplog.text
     assert "lower --lda-dim to 3 or train on more speakers" in caplog.text
@@ -225,7 +226,7 @@ def test_plda_warns_on_too_few_speakers_and_vectors(caplog):
     assert "Train on at least 36 vectors" in caplog.text and "--backend cosine" in caplog.text
     caplog.clear()
     x = np.repeat(rng.normal(size=(50, 8)), 10, axis=0) + 0.3 * rng.normal(size=(500, 8))
-    with caplog.at_level(logging.WARNING, logger="fhvae.eval.sv"):
+    with caplog.at_level(logging.WARNING, logger="fhvae.eval.backends"):
         PLDABackend(lda_dim=200).fit(x, [f"s{i // 10:02d}" for i in range(500)])
     assert caplog.text == ""
 

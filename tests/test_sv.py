@@ -9,8 +9,8 @@ from scipy.stats import multivariate_normal
 
 from fhvae.errors import ConfigError, DataError
 from fhvae.eval.metrics import eer_kaldi
-from fhvae.eval.sv import (PLDA, CosineBackend, PLDABackend, evaluate, read_trials, score_sv,
-                           score_trials)
+from fhvae.eval.backends import PLDA, CosineBackend, PLDABackend
+from fhvae.eval.sv import evaluate, read_trials, score_sv, score_trials
 
 
 def _write(path, text):

@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 from fhvae.bin import run_cli  # noqa: E402
 from fhvae.errors import DataError  # noqa: E402
-from fhvae.eval.sv import PLDABackend, baseline_vector, evaluate, read_trials, score_trials  # noqa: E402
+from fhvae.eval.backends import PLDABackend  # noqa: E402
+from fhvae.eval.sv import baseline_vector, evaluate, read_trials, score_trials  # noqa: E402
 from fhvae.features.stats import load_stats  # noqa: E402
 from fhvae.io.ark import FeatReader  # noqa: E402
 from fhvae.io.tables import read_kv  # noqa: E402
