@@ -29,7 +29,8 @@ def prepare_exp_dir(cfg, exp_dir, train_dir, dev_dir, stats_path, overwrite=Fals
     extra = {"train_dir": os.path.abspath(train_dir), "dev_dir": os.path.abspath(dev_dir),
              "stats": os.path.abspath(stats_path)}
     path = os.path.join(exp_dir, "config.yaml")
-    if not overwrite and os.path.isfile(path) and ckpt.last_step_dir(os.path.join(exp_dir, "checkpoints")) is not None:
+    if not overwrite and os.path.isfile(path) and \
+            ckpt.last_step_dir(os.path.join(exp_dir, "checkpoints")) is not None:
         old, old_extra = config_mod.read_exp_config(exp_dir)
         diffs = _diff(old.to_dict(), cfg.to_dict()) + [(k, old_extra.get(k), v) for k, v in extra.items()
                                                        if old_extra.get(k) != v]
