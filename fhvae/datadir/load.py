@@ -70,11 +70,16 @@ def _typed(path, name, convert, what, problems=None):
         try:
             out[fields[0]] = convert(fields[1:])
         except ValueError:
-            msg = f"{path}:{lineno}: expected {what}, got {rest!r}"
-            if problems is None:
-                raise DataError(msg) from None
-            problems.append(msg)
+            _report(problems, f"{path}:{lineno}: expected {what}, got {rest!r}")
     return out
+
+
+def _report(problems, msg):
+    """A problem found while reading: raised as DataError, or appended to ``problems`` (a list) when
+    the caller collects every problem (validation)."""
+    if problems is None:
+        raise DataError(msg)
+    problems.append(msg)
 
 
 def _finite(s):
@@ -100,10 +105,7 @@ def _read_frame_shift(path, problems=None):
             raise ValueError
         return _finite(text[0])
     except ValueError:
-        msg = f"{path}:1: expected one number (seconds), got {' '.join(text)!r}"
-        if problems is None:
-            raise DataError(msg) from None
-        problems.append(msg)
+        _report(problems, f"{path}:1: expected one number (seconds), got {' '.join(text)!r}")
         return None
 
 

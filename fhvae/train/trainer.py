@@ -345,8 +345,13 @@ class Trainer:
         self.cache = torch.nn.Parameter(part["cache"].to(self.device))
         self.cache_opt = adam([self.cache], self.cfg.train, self.device)
         load_adam_state(self.cache_opt, part["cache_opt"])
+        states = part.get("variants") or {}
         for v in self.variants:
-            v.load_train_state(part["variants"].get(v.name))
+            if v.name in states:
+                v.load_train_state(states[v.name])
+            elif v.train_state() is not None:
+                raise ConfigError(f"{d}: no training state of the {v.name} variant (written by another version "
+                                  f"or config); train again with --overwrite")
         if self.dist.rank == 0:
             truncate_metrics(self.exp_dir, st["step"])
         log.info("resumed from %s: step %d, epoch %d, block %d batch %d", d, st["step"], st["epoch"],
